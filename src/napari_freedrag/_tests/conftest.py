@@ -1,0 +1,24 @@
+"""Shared test set-up: one torch thread (2 shared cores run 7-20x slower with more)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures() -> Path:
+    """The project's shared reference data (``../shared/fixtures`` beside the checkout)."""
+    path = Path(os.environ.get("NAPARI_FREEDRAG_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+    if not path.is_dir():
+        pytest.skip(f"shared fixtures not found at {path} (set NAPARI_FREEDRAG_FIXTURES)")
+    return path
