@@ -1,4 +1,4 @@
-"""napari finds the plugin: the top-level napari.yaml reaches npe2 from wheels and editable installs."""
+"""napari finds the plugin: the top-level napari.yaml reaches npe2 from wheels and editables."""
 
 from __future__ import annotations
 
