@@ -1,0 +1,229 @@
+"""Build NVIDIA-format StyleGAN2 pickles without NVIDIA's code, for the loader tests.
+
+Real ``.pkl`` files call ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` for
+every network object and hold ``dnnlib.util.EasyDict`` values.  We register stand-in
+modules under those names just long enough to pickle, so the files name exactly the
+globals real files name, then remove them again so nothing can resolve them on load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import sys
+import types
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+BUFFER_NAMES = ("resample_filter", "noise_const", "w_avg")
+
+#: Class names NVIDIA's networks.py gives each level of the generator.
+_CLASS_OF_CHILD = {
+    "mapping": "MappingNetwork",
+    "synthesis": "SynthesisNetwork",
+    "torgb": "ToRGBLayer",
+    "affine": "FullyConnectedLayer",
+}
+
+
+class EasyDict(dict):
+    """Same shape as ``dnnlib.util.EasyDict``: a dict with attribute access."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _reconstruct_persistent_obj(meta):  # pragma: no cover - must never be called on load
+    raise AssertionError("the loader executed NVIDIA's reconstruct function")
+
+
+class PersistentObject:
+    """Pickles as ``torch_utils.persistence._reconstruct_persistent_obj(meta)``."""
+
+    def __init__(self, meta: dict):
+        self.meta = meta
+
+    def __reduce__(self):
+        return (_reconstruct_persistent_obj, (self.meta,))
+
+
+class Reduce:
+    """Pickles as ``func(*args)``: how a hostile file asks the loader to run something."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+@contextlib.contextmanager
+def nvidia_modules():
+    """Make ``torch_utils.persistence`` and ``dnnlib.util`` importable while pickling."""
+    persistence = types.ModuleType("torch_utils.persistence")
+    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
+    util = types.ModuleType("dnnlib.util")
+    util.EasyDict = EasyDict
+    fakes = {
+        "torch_utils": types.ModuleType("torch_utils"),
+        "torch_utils.persistence": persistence,
+        "dnnlib": types.ModuleType("dnnlib"),
+        "dnnlib.util": util,
+    }
+    saved = {name: sys.modules.get(name) for name in fakes}
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    EasyDict.__module__ = "dnnlib.util"
+    sys.modules.update(fakes)
+    try:
+        yield
+    finally:
+        _reconstruct_persistent_obj.__module__ = __name__
+        EasyDict.__module__ = __name__
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def module_state(
+    parameters=None, buffers=None, modules=None, init_kwargs=None, **attributes
+) -> dict:
+    """A ``torch.nn.Module.__dict__`` as NVIDIA's persistence pickles it."""
+    state = {
+        "training": False,
+        "_parameters": OrderedDict(
+            (name, torch.nn.Parameter(value, requires_grad=False))
+            for name, value in (parameters or {}).items()
+        ),
+        "_buffers": OrderedDict(buffers or {}),
+        "_non_persistent_buffers_set": set(),
+        "_backward_hooks": OrderedDict(),
+        "_forward_hooks": OrderedDict(),
+        "_forward_pre_hooks": OrderedDict(),
+        "_state_dict_hooks": OrderedDict(),
+        "_load_state_dict_pre_hooks": OrderedDict(),
+        "_modules": OrderedDict(modules or {}),
+        "_init_args": (),
+        "_init_kwargs": EasyDict(init_kwargs or {}),
+    }
+    state.update(attributes)
+    return state
+
+
+def persistent(
+    class_name: str, state: dict, module_src: str = "import torch\n"
+) -> PersistentObject:
+    return PersistentObject(
+        {
+            "type": "class",
+            "version": 4,
+            "module_src": module_src,
+            "class_name": class_name,
+            "state": state,
+        }
+    )
+
+
+def _tree(weights: dict[str, np.ndarray]) -> dict:
+    root: dict = {}
+    for name, value in weights.items():
+        node = root
+        *parents, leaf = name.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = torch.from_numpy(np.array(value))
+    return root
+
+
+def _to_persistent(name: str, node: dict, module_src: str) -> PersistentObject:
+    tensors = {key: value for key, value in node.items() if isinstance(value, torch.Tensor)}
+    children = {
+        key: _to_persistent(key, value, module_src)
+        for key, value in node.items()
+        if isinstance(value, dict)
+    }
+    class_name = _CLASS_OF_CHILD.get(name)
+    if class_name is None:
+        class_name = (
+            "SynthesisBlock"
+            if name.startswith("b") and name[1:].isdigit()
+            else ("SynthesisLayer" if name.startswith("conv") else "FullyConnectedLayer")
+        )
+    state = module_state(
+        parameters={key: value for key, value in tensors.items() if key not in BUFFER_NAMES},
+        buffers={key: value for key, value in tensors.items() if key in BUFFER_NAMES},
+        modules=children,
+        weight_gain=np.float64(0.125),  # plain attributes: NumPy scalars appear in real files
+        activation="lrelu",
+    )
+    return persistent(class_name, state, module_src)
+
+
+def init_kwargs(config: dict, layout: str) -> EasyDict:
+    """The generator's ``init_kwargs`` as stylegan2-ada-pytorch ("ada") or stylegan3 writes it."""
+    kwargs = config["init_kwargs"] if "init_kwargs" in config else config
+    synthesis = dict(kwargs["synthesis_kwargs"])
+    common = {
+        "z_dim": kwargs["z_dim"],
+        "w_dim": kwargs["w_dim"],
+        "mapping_kwargs": EasyDict(kwargs["mapping_kwargs"]),
+        "c_dim": kwargs["c_dim"],
+        "img_resolution": kwargs["img_resolution"],
+        "img_channels": kwargs["img_channels"],
+    }
+    if layout == "ada":
+        return EasyDict(common, synthesis_kwargs=EasyDict(synthesis))
+    return EasyDict(common, **synthesis, fused_modconv_default="inference_only")
+
+
+def generator_object(
+    weights, config, layout="ada", module_src="import torch\n"
+) -> PersistentObject:
+    tree = _tree(weights)
+    generator = _to_persistent("G", tree, module_src)
+    generator.meta["class_name"] = "Generator"
+    generator.meta["state"]["_init_kwargs"] = init_kwargs(config, layout)
+    return generator
+
+
+def snapshot(weights, config, layout="ada", module_src="import torch\n", extra=None) -> dict:
+    """A training snapshot: G (different weights), D, G_ema (the real ones), augment_pipe."""
+    zeros = {name: np.zeros_like(value) for name, value in weights.items()}
+    discriminator = persistent(
+        "Discriminator", module_state(parameters={"b4.fc.weight": torch.ones(2, 2)})
+    )
+    data = {
+        "G": generator_object(zeros, config, layout, module_src),
+        "D": discriminator,
+        "G_ema": generator_object(weights, config, layout, module_src),
+        "augment_pipe": persistent("AugmentPipe", module_state(buffers={"p": torch.zeros([])})),
+        "training_set_kwargs": EasyDict(path="ffhq.zip", resolution=config["img_resolution"]),
+    }
+    data.update(extra or {})
+    return data
+
+
+def write_pickle(path, obj, protocol: int = 3) -> None:
+    """Pickle ``obj`` with the fake NVIDIA modules in place (protocol 3: Python 3.7 era files)."""
+    with nvidia_modules():
+        data = pickle.dumps(obj, protocol=protocol)
+    with open(path, "wb") as file:
+        file.write(data)
+
+
+def pickle_globals(path) -> set[str]:
+    """``module.name`` of every global a protocol <= 3 pickle names (for checking realism)."""
+    import pickletools
+
+    with open(path, "rb") as file:
+        return {
+            arg.replace(" ", ".")
+            for opcode, arg, _ in pickletools.genops(file)
+            if opcode.name == "GLOBAL"
+        }
