@@ -62,7 +62,7 @@ def _place_cells(rng, size, count):
     placed = []
     for _ in range(count):
         for _attempt in range(60):
-            major = rng.uniform(7.0, 13.0)
+            major = rng.uniform(7.0, 13.0) * size / IMAGE_SIZE  # cells scale with the image
             minor = major / rng.uniform(1.0, 2.0)
             margin = major * 0.8 + 1
             center = rng.uniform(margin, size - 1 - margin, size=2)
@@ -93,10 +93,10 @@ def make_cell_image(seed: int | np.random.Generator, size: int = IMAGE_SIZE) -> 
         )
         if not mask.any():
             continue
-        # The membrane is the mask minus its interior shrunk by ~1.5 px.
+        # The membrane is the mask minus its interior shrunk by ~1.5 px (at 64 px).
+        rim = 1.5 * size / IMAGE_SIZE
         inner = _wobbly_ellipse(
-            rows, cols, center,
-            (semi_axes[0] - 1.5, semi_axes[1] - 1.5), orientation, [],
+            rows, cols, center, (semi_axes[0] - rim, semi_axes[1] - rim), orientation, []
         )
         membrane = mask & ~inner
         nucleus_scale = rng.uniform(0.35, 0.55)
