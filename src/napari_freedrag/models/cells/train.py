@@ -223,18 +223,15 @@ def load_snapshot(path: Path, device: torch.device) -> TrainState:
 
 
 def export_generator(state: TrainState, stem: Path) -> Path:
-    """Write ``G_ema`` as ``stem.safetensors`` + ``stem.json``: the project's checkpoint
-    format (tensors under the generator's state_dict names; json = constructor kwargs)."""
-    from safetensors.torch import save_file
+    """Write ``G_ema`` as ``stem.safetensors`` + ``stem.json``, the project's checkpoint format."""
+    from napari_freedrag.models.stylegan2.checkpoint import save_checkpoint
 
     G = copy.deepcopy(state.G_ema).cpu()
     set_w_avg(G)
-    progress = {"kimg": f"{state.nimg / 1000:.2f}", "iterations": str(state.iteration),
-                "seconds": str(round(state.seconds))}
-    path = stem.with_suffix(".safetensors")
-    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, path, metadata=progress)
-    stem.with_suffix(".json").write_text(json.dumps(state.config.generator_kwargs(), indent=2))
-    return path
+    info = {"model": "cells", "kimg": round(state.nimg / 1000, 2),
+            "iterations": state.iteration, "training_seconds": round(state.seconds),
+            "training_config": asdict(state.config)}
+    return save_checkpoint(stem, state.config.generator_kwargs(), G.state_dict(), info=info)
 
 
 @torch.no_grad()
