@@ -1,0 +1,17 @@
+"""Real-image editing with Stable Diffusion 1.x (diffusers + peft), fully offline.
+
+Imported lazily: diffusers and transformers take seconds to import and are an optional
+extra (``pip install napari-freedrag[ldm]``).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+__all__ = ["LDMBackend", "load_ldm"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        return getattr(import_module("napari_freedrag.models.ldm.backend"), name)
+    raise AttributeError(f"module 'napari_freedrag.models.ldm' has no attribute {name!r}")
