@@ -1,0 +1,161 @@
+"""The DragGAN baseline (spec §7) and DragDiffusion's variant of it (§7b).
+
+Each step reads the feature map once: point tracking (nearest neighbour to the initial
+handle feature) on it, then motion supervision (features around each point pulled one
+pixel towards its target) and the update.
+
+With ``units == "image"`` points live in image pixels and the feature map is read as if
+bilinearly upsampled to image size: the value at image pixel ``q`` is the bilinear
+sample at ``(q + 0.5)·s − 0.5`` (what ``interpolate(..., align_corners=False)`` gives),
+so the full upsampled map is never built.  With ``units == "feature"`` points live in
+feature pixels (DragDiffusion).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .patches import Box, box_around, sample
+from .presets import DragGANParams
+from .progress import Diverged, Progress
+
+
+def _grid(radius: int) -> torch.Tensor:
+    """Integer offsets ``(M, 2)`` of the square ``[-radius, radius]²``."""
+    axis = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    rows, cols = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1)
+
+
+def motion_region(point: torch.Tensor, radius: float, shape: str) -> torch.Tensor:
+    """Whole pixels supervised around ``point``: a disc or square of ``radius`` (never empty)."""
+    centre = point.round()
+    pixels = centre + _grid(math.ceil(radius) + 1)
+    delta = pixels - point
+    if shape == "circle":
+        inside = delta.norm(dim=1) <= radius + 1e-9
+    else:
+        inside = delta.abs().max(dim=1).values <= radius + 1e-9
+    return pixels[inside] if bool(inside.any()) else centre[None]
+
+
+def run_draggan(
+    session,
+    handles: np.ndarray,
+    targets: np.ndarray,
+    params: DragGANParams,
+    use_mask: bool,
+) -> Iterator[Progress]:
+    """Yield one :class:`Progress` per optimiser step; return the final state."""
+    latent = session.latent
+    height, width = session.image_size
+    scale = torch.tensor(session.feature_scale, dtype=torch.float64)
+    unit = torch.ones(2, dtype=torch.float64) if params.units == "image" else scale
+    p = torch.as_tensor(handles, dtype=torch.float64) * unit
+    t = torch.as_tensor(targets, dtype=torch.float64) * unit
+    if params.snap_to_feature_grid:
+        p, t = (p * scale / unit).round() * unit / scale, (t * scale / unit).round() * unit / scale
+    bounds = torch.tensor([height - 1, width - 1], dtype=torch.float64) * unit
+    track_offsets = _grid(math.ceil(params.track_radius))
+    reach = max(math.ceil(params.track_radius), math.ceil(params.motion_radius) + 1) + 1
+
+    def to_map(q: torch.Tensor) -> torch.Tensor:
+        return (q + 0.5) * scale - 0.5 if params.units == "image" else q
+
+    def image_points(p: torch.Tensor) -> np.ndarray:
+        return (p / unit).numpy().copy()
+
+    def reached(p: torch.Tensor) -> torch.Tensor:
+        return (t - p).norm(dim=1) <= params.stop_distance
+
+    with torch.no_grad():
+        features = session.features(latent, None)
+    shape = tuple(features.shape[-2:])
+    initial = sample(features, to_map(p)).detach()
+    n = len(p)
+
+    def boxes(p: torch.Tensor) -> list[Box] | None:
+        if use_mask:
+            return None
+        corners = torch.tensor([[-reach, -reach], [reach, reach]], dtype=torch.float64)
+        return [box_around(to_map(p[i] + corners), shape) for i in range(n)]
+
+    def track(current: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        candidates = torch.minimum((p.round()[:, None, :] + track_offsets).clamp(min=0), bounds)
+        values = sample(current, to_map(candidates))
+        diff = values - initial[:, None, :]
+        if params.track_metric == "l2":
+            distance = diff.pow(2).sum(dim=-1)
+        else:
+            distance = diff.abs().sum(dim=-1)
+        best = distance.argmin(dim=1).cpu()
+        return candidates[torch.arange(n), best]
+
+    def motion(current: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        losses = []
+        for i in range(n):
+            delta = t[i] - p[i]
+            dist = float(delta.norm())
+            if dist <= params.motion_skip_distance:
+                losses.append(current.new_zeros(()))
+                continue
+            region = motion_region(p[i], params.motion_radius, params.motion_shape)
+            anchor = sample(current, to_map(region)).detach()
+            shifted = sample(current, to_map(region + delta / dist))
+            loss = (shifted - anchor).abs().mean()
+            if params.motion_reduction == "sum":
+                loss = loss * len(region)
+            losses.append(loss)
+        return torch.stack(losses)
+
+    optimiser = torch.optim.Adam([latent], lr=params.lr)
+    step = 0
+    good = (latent.detach().clone(), 0, image_points(p))
+    done = reached(p)
+    pending: Progress | None = None
+    while not bool(done.all()):
+        with torch.set_grad_enabled(step < params.max_steps):
+            current = session.features(latent, boxes(p))
+        if step > 0:
+            p = track(current.detach(), p)
+            done = reached(p)
+        if pending is not None:
+            pending.points = image_points(p)
+            pending.done = done.numpy().copy()
+            pending.final = bool(done.all()) or step >= params.max_steps
+            yield pending
+            if pending.final:
+                return pending
+        losses = motion(current, p)
+        total = losses.sum()
+        if use_mask:
+            term = session.mask_term(latent, current)
+            if term is not None:
+                total = total + params.mask_weight * term
+        if not bool(torch.isfinite(total)):
+            raise Diverged(*good, at_step=step + 1)
+        good = (latent.detach().clone(), step, image_points(p))
+        optimiser.zero_grad(set_to_none=True)
+        if total.requires_grad:
+            total.backward()
+            optimiser.step()
+        step += 1
+        pending = Progress(
+            points=image_points(p),
+            point_losses=losses.detach().double().cpu().numpy(),
+            loss=float(total.detach()),
+            decisions=None,
+            done=done.numpy().copy(),
+        )
+    return Progress(
+        points=image_points(p),
+        point_losses=np.zeros(n),
+        loss=0.0,
+        decisions=None,
+        done=done.numpy().copy(),
+        final=True,
+    )
