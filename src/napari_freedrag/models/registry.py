@@ -1,0 +1,297 @@
+"""MODEL strings -> backends: the bundled ``cells`` model, checkpoint files, known
+categories looked up in the checkpoint folder, and ``ldm:`` diffusion models.
+
+Nothing is ever downloaded: a missing category says which file to fetch, from where,
+and which folder to put it in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from napari_freedrag.errors import InputError, ModelError
+from napari_freedrag.models.stylegan2.checkpoint import CHECKPOINT_SUFFIXES
+
+_NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
+_SELF_DISTILLED = "https://storage.googleapis.com/self-distilled-stylegan/"
+_TF_ERA = "http://d36zk2xti64re0.cloudfront.net/stylegan2/networks/"
+#: How many loaded generators stay in memory (they can be hundreds of MB each).
+_CACHE_SIZE = 2
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model the registry knows by name, and whether its file is on this machine."""
+
+    name: str
+    kind: str
+    resolution: int | None
+    filename: str
+    path_found: Path | None
+    where_to_get: str
+    l: float  # noqa: E741 - the paper's name for the FreeDrag template threshold
+    d: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class _Category:
+    name: str
+    resolution: int
+    filenames: tuple[str, ...]
+    url: str
+    description: str
+    aliases: tuple[str, ...] = ()
+    large_animal: bool = False  # the spec's l = 0.4, d = 4 preset
+
+    @property
+    def l_d(self) -> tuple[float, float]:
+        return (0.4, 4.0) if self.large_animal else (0.3, 3.0)
+
+
+def _self_distilled(name: str, resolution: int, description: str, **kwargs) -> _Category:
+    published = f"{name}_{resolution}_pytorch.pkl"
+    return _Category(
+        name, resolution, (f"stylegan2_{published}", published), _SELF_DISTILLED + published,
+        description, **kwargs,
+    )  # fmt: skip
+
+
+CATEGORIES: tuple[_Category, ...] = (
+    _Category("faces", 512, ("stylegan2-ffhq-512x512.pkl",), _NGC + "stylegan2-ffhq-512x512.pkl",
+              "human faces (FFHQ)", aliases=("face", "ffhq")),
+    _Category("cats", 512, ("stylegan2-afhqcat-512x512.pkl", "afhqcat.pkl"),
+              _NGC + "stylegan2-afhqcat-512x512.pkl", "cat faces (AFHQ)",
+              aliases=("cat", "afhqcat")),
+    _self_distilled("dogs", 1024, "dogs (self-distilled, internet photos)", aliases=("dog",),
+                    large_animal=True),
+    _Category("afhqdogs", 512, ("stylegan2-afhqdog-512x512.pkl", "afhqdog.pkl"),
+              _NGC + "stylegan2-afhqdog-512x512.pkl", "dog faces (AFHQ)", aliases=("afhqdog",)),
+    _Category("wild", 512, ("stylegan2-afhqwild-512x512.pkl", "afhqwild.pkl"),
+              _NGC + "stylegan2-afhqwild-512x512.pkl", "wild animal faces (AFHQ)",
+              aliases=("afhqwild",)),
+    _self_distilled("horses", 256, "horses (self-distilled)", aliases=("horse",)),
+    _self_distilled("elephants", 512, "elephants (self-distilled)", aliases=("elephant",),
+                    large_animal=True),
+    _self_distilled("lions", 512, "lions (self-distilled)", aliases=("lion",), large_animal=True),
+    _self_distilled("giraffes", 512, "giraffes (self-distilled)", aliases=("giraffe",),
+                    large_animal=True),
+    _self_distilled("bicycles", 256, "bicycles (self-distilled)", aliases=("bicycle",)),
+    _Category("cars", 512, ("stylegan2-car-config-f.pkl",), _TF_ERA + "stylegan2-car-config-f.pkl",
+              "cars (LSUN, 512x384 content)", aliases=("car",)),
+    _Category("lsuncats", 256, ("stylegan2-cat-config-f.pkl",),
+              _TF_ERA + "stylegan2-cat-config-f.pkl", "cats (LSUN)", aliases=("lsuncat",)),
+    _Category("churches", 256, ("stylegan2-church-config-f.pkl",),
+              _TF_ERA + "stylegan2-church-config-f.pkl", "churches (LSUN)", aliases=("church",)),
+    _Category("metfaces", 1024, ("stylegan2-metfaces-1024x1024.pkl", "metfaces.pkl"),
+              _NGC + "stylegan2-metfaces-1024x1024.pkl", "faces in artworks (MetFaces)"),
+    _Category("brecahad", 512, ("stylegan2-brecahad-512x512.pkl", "brecahad.pkl"),
+              _NGC + "stylegan2-brecahad-512x512.pkl", "breast-cancer histology tiles (BreCaHAD)"),
+)  # fmt: skip
+
+_BY_NAME = {name: c for c in CATEGORIES for name in (c.name, *c.aliases)}
+_BY_STEM = {Path(filename).stem.lower(): c for c in CATEGORIES for filename in c.filenames}
+
+_cache: OrderedDict[tuple, torch.nn.Module] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def checkpoint_dir() -> Path:
+    """Where category checkpoints are looked for: ``$NAPARI_FREEDRAG_HOME/checkpoints``,
+    by default ``~/.cache/napari-freedrag/checkpoints``."""
+    root = os.environ.get("NAPARI_FREEDRAG_HOME")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "napari-freedrag"
+    return base / "checkpoints"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit device must exist here."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise InputError(f"device must be a string such as 'auto', 'cpu' or 'cuda', not {device!r}")
+    name = device.strip().lower()
+    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_ok else "cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(
+                f"device {device!r} requested but no CUDA GPU is available: use cpu or auto"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise InputError(
+                f"device {device!r} does not exist: this machine has {count} CUDA GPU(s)"
+            )
+        return resolved
+    if resolved.type == "mps":
+        if not mps_ok:
+            raise InputError(f"device {device!r} requested but Apple MPS is not available: use cpu")
+        return resolved
+    raise InputError(f"unsupported device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+
+
+def _bundled_path() -> Path:
+    from napari_freedrag.models.cells import bundled_weights_path
+
+    return bundled_weights_path()
+
+
+def _bundled_resolution(path: Path) -> int | None:
+    try:
+        document = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    config = document.get("config", document) if isinstance(document, dict) else {}
+    resolution = config.get("img_resolution") if isinstance(config, dict) else None
+    return resolution if isinstance(resolution, int) else None
+
+
+def _find_category_file(category: _Category) -> Path | None:
+    """The category's file in :func:`checkpoint_dir`; a converted ``.safetensors`` of the
+    same stem (with its ``.json``) counts too and is preferred, being faster to read."""
+    folder = checkpoint_dir()
+    for filename in category.filenames:
+        for candidate in (folder / Path(filename).with_suffix(".safetensors"), folder / filename):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def known_models() -> list[ModelEntry]:
+    """Every model known by name, with where it was found (or ``None``) on this machine."""
+    bundled = _bundled_path()
+    entries = [
+        ModelEntry(
+            "cells", "stylegan2", _bundled_resolution(bundled), bundled.name,
+            bundled if bundled.is_file() else None, "bundled with napari-freedrag", 0.3, 3.0,
+            "fluorescence-microscopy cells (trained by this project)",
+        )
+    ]  # fmt: skip
+    for category in CATEGORIES:
+        l, d = category.l_d  # noqa: E741
+        entries.append(
+            ModelEntry(
+                category.name, "stylegan2", category.resolution, category.filenames[0],
+                _find_category_file(category), category.url, l, d, category.description,
+            )
+        )  # fmt: skip
+    return entries
+
+
+def format_models_table() -> str:
+    """The ``napari-freedrag models`` listing: each model, found or where to get it."""
+    rows = [("NAME", "RES", "l/d", "STATUS")]
+    for entry in known_models():
+        if entry.path_found:
+            status = f"found: {entry.path_found}"
+        elif entry.name == "cells":
+            status = "missing: the bundled weights are not installed; reinstall napari-freedrag"
+        else:
+            status = f"missing: get {entry.filename} from {entry.where_to_get}"
+        resolution = str(entry.resolution) if entry.resolution else "?"
+        rows.append((entry.name, resolution, f"{entry.l:g}/{entry.d:g}", status))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  "
+             + row[3] for row in rows]  # fmt: skip
+    lines += [
+        "",
+        f"Checkpoint folder: {checkpoint_dir()} (set NAPARI_FREEDRAG_HOME to move it).",
+        "Also accepted: a checkpoint path (" + ", ".join(CHECKPOINT_SUFFIXES) + ") or "
+        "ldm:PATH_OR_ID for a local Stable Diffusion 1.x diffusers model.",
+        "Nothing is downloaded automatically; see docs/checkpoints.md.",
+    ]
+    return "\n".join(lines)
+
+
+def _accepted() -> str:
+    names = ", ".join(["cells", *(c.name for c in CATEGORIES)])
+    return (
+        f"use one of: {names}; a checkpoint path ({', '.join(CHECKPOINT_SUFFIXES)}); "
+        "or ldm:PATH_OR_ID"
+    )
+
+
+def _cached_generator(path: Path, device: torch.device) -> torch.nn.Module:
+    """Load (or reuse) the generator for ``path`` on ``device``; a changed file reloads."""
+    from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(device))
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        generator = build_generator(*load_checkpoint(path)).to(device)
+        _cache[key] = generator
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+        return generator
+
+
+def _stylegan2_backend(path: Path, device: torch.device, name: str, category: str | None):
+    from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
+
+    return StyleGAN2Backend(_cached_generator(path, device), name, device, category=category)
+
+
+def load_generator(model: str | os.PathLike = "cells", device: str | torch.device = "auto"):
+    """The :class:`~napari_freedrag.engine.protocol.Backend` for a MODEL string.
+
+    ``cells`` (bundled), a checkpoint path, a known category name (looked up in
+    :func:`checkpoint_dir`), or ``ldm:PATH_OR_ID``.  Loaded generators are cached per
+    (file, device), so loading the same model again is instant.
+    """
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if not isinstance(model, str) or not model.strip():
+        raise ModelError(f"no model given: {_accepted()}")
+    text = model.strip()
+    if text.lower().startswith("ldm:"):
+        from napari_freedrag.models.ldm import load_ldm
+
+        return load_ldm(text[4:], resolve_device(device))
+    resolved = resolve_device(device)
+    if text.lower() == "cells":
+        path = _bundled_path()
+        if not path.is_file():
+            raise ModelError(
+                f"bundled model missing: {path} is not installed; reinstall napari-freedrag "
+                "or pass a checkpoint path"
+            )
+        return _stylegan2_backend(path, resolved, "cells", None)
+    category = _BY_NAME.get(text.lower())
+    if category is not None:
+        path = _find_category_file(category)
+        if path is None:
+            raise ModelError(
+                f"no '{category.name}' checkpoint in {checkpoint_dir()}: download "
+                f"{category.filenames[0]} from {category.url} into that folder "
+                "(or set NAPARI_FREEDRAG_HOME)"
+            )
+        return _stylegan2_backend(path, resolved, path.name, category.name)
+    path = Path(text).expanduser()
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES or path.is_file():
+        if not path.is_file():
+            raise ModelError(f"checkpoint file not found: {path}")
+        known = _BY_STEM.get(path.stem.lower())
+        return _stylegan2_backend(path, resolved, path.name, known.name if known else None)
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder: for a diffusers model use ldm:{path}")
+    raise ModelError(f"unknown model {text!r}: {_accepted()}")
