@@ -273,42 +273,51 @@ class SynthesisLayer(nn.Module):
         full = (0, self.resolution, 0, self.resolution)
         out_rect = full if out_rect is None else out_rect
         in_rect = (0, n_in, 0, n_in) if in_rect is None else in_rect
-        x = self._pad_to(x, in_rect, input_rect(out_rect, self.up))
+        top, bottom, left, right = _pads(in_rect, input_rect(out_rect, self.up))
+        padding = 0
+        if self.up == 1 and top == bottom >= 0 and left == right >= 0:
+            padding = (top, left)  # let the convolution pad: saves a copy of the input
+        elif top or bottom or left or right:
+            x = F.pad(x, [left, right, top, bottom])
         batch = x.shape[0]
         if weight is None and batch > 1 and w is not None:
             # Shared weights, styles on the activations: the efficient form for batches.
             styles = self.affine(w)
-            y = self._conv(x * styles.reshape(batch, -1, 1, 1), self.weight.to(x.dtype), out_rect)
+            x = x * styles.reshape(batch, -1, 1, 1)
+            y = self._conv(x, self.weight.to(x.dtype), out_rect, padding)
             dcoefs = demodulation(modulate(self.weight, styles, demodulate=False))
             y = y * dcoefs.reshape(batch, -1, 1, 1)
         else:
             if weight is None:
                 weight = self.modulated_weight(w)
-            y = self._grouped_conv(x, weight.to(x.dtype), out_rect)
+            y = self._grouped_conv(x, weight.to(x.dtype), out_rect, padding)
         noise = self._noise(noise_mode, batch, out_rect, y)
         if noise is not None:
             y = y + noise
         clamp = self.conv_clamp
         return bias_act(y, self.bias.to(y.dtype), activation=self.activation, clamp=clamp)
 
-    def _grouped_conv(self, x: torch.Tensor, weight: torch.Tensor, out_rect: Rect) -> torch.Tensor:
+    def _grouped_conv(
+        self, x: torch.Tensor, weight: torch.Tensor, out_rect: Rect, padding
+    ) -> torch.Tensor:
         batch, out_ch, in_ch = weight.shape[:3]
         if batch == 1:
-            return self._conv(x, weight[0], out_rect)
+            return self._conv(x, weight[0], out_rect, padding)
         y = self._conv(
             x.reshape(1, -1, *x.shape[2:]),
             weight.reshape(batch * out_ch, in_ch, 3, 3),
             out_rect,
+            padding,
             batch,
         )
         return y.reshape(batch, out_ch, *y.shape[2:])
 
     def _conv(
-        self, x: torch.Tensor, weight: torch.Tensor, out_rect: Rect, groups: int = 1
+        self, x: torch.Tensor, weight: torch.Tensor, out_rect: Rect, padding, groups: int = 1
     ) -> torch.Tensor:
-        """'Valid' convolution of the zero-padded input region (weight: (groups*out, in, 3, 3))."""
+        """Convolution of the zero-padded input region (weight: (groups*out, in, 3, 3))."""
         if self.up == 1:
-            return F.conv2d(x, weight, groups=groups)
+            return F.conv2d(x, weight, padding=padding, groups=groups)
         out_ch = weight.shape[0] // groups
         in_ch = weight.shape[1]
         wt = (
@@ -338,14 +347,10 @@ class SynthesisLayer(nn.Module):
             return full[:, :, r0:r1, c0:c1] * self.noise_strength
         raise ModelError(f"unknown noise_mode {noise_mode!r}: use 'const', 'random' or 'none'")
 
-    @staticmethod
-    def _pad_to(x: torch.Tensor, have: Rect, want: Rect) -> torch.Tensor:
-        """Crop or zero-pad ``x`` (covering ``have``) so that it covers ``want`` exactly."""
-        top, bottom = have[0] - want[0], want[1] - have[1]
-        left, right = have[2] - want[2], want[3] - have[3]
-        if top == bottom == left == right == 0:
-            return x
-        return F.pad(x, [left, right, top, bottom])
+
+def _pads(have: Rect, want: Rect) -> tuple[int, int, int, int]:
+    """Zero rows/cols to add (negative: to crop) so that a map covering ``have`` covers ``want``."""
+    return (have[0] - want[0], want[1] - have[1], have[2] - want[2], want[3] - have[3])
 
 
 class ToRGBLayer(nn.Module):

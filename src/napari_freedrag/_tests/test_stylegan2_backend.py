@@ -1,0 +1,237 @@
+"""The StyleGAN2 backend: official seeds and features, exact fast paths, masks, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_freedrag.engine.presets import FreeDragParams
+from napari_freedrag.engine.protocol import Backend, DragSession
+from napari_freedrag.errors import InputError, ModelError
+from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
+from napari_freedrag.models.stylegan2.network import Generator
+
+TOLERANCE = 1e-5
+
+
+def rel_l2(ours: torch.Tensor, reference: np.ndarray) -> float:
+    ours = ours.detach().numpy().astype(np.float64)
+    return float(np.linalg.norm(ours - reference) / np.linalg.norm(reference))
+
+
+def fixture_backend(shared_fixtures, name):
+    folder = shared_fixtures / "stylegan2" / name
+    config = json.loads((folder / "config.json").read_text())
+    generator = Generator(**config["init_kwargs"])
+    with np.load(folder / "weights.npz") as weights:
+        generator.load_state_dict({k: torch.from_numpy(weights[k]) for k in weights.files})
+    with np.load(folder / "reference.npz") as ref:
+        reference = {key: ref[key] for key in ref.files}
+    return StyleGAN2Backend(generator, name, "cpu"), reference
+
+
+def random_backend(resolution=128, img_channels=3, seed=0):
+    """A small random generator whose every tensor matters (non-zero biases and noise)."""
+    torch.manual_seed(seed)
+    generator = Generator(
+        16, 0, 32, resolution, img_channels, mapping_kwargs={"num_layers": 2},
+        channel_base=512, channel_max=16, conv_clamp=256,
+    )  # fmt: skip
+    for name, tensor in generator.named_parameters():
+        if name.endswith("bias") or name.endswith("noise_strength"):
+            tensor.data.normal_(0, 0.3)
+    generator.mapping.w_avg.normal_()
+    return StyleGAN2Backend(generator, "random", "cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny256(shared_fixtures):
+    return fixture_backend(shared_fixtures, "tiny256")
+
+
+@pytest.fixture(scope="module")
+def small():
+    return random_backend()
+
+
+def test_seeds_give_the_official_latents_and_images(tiny256):
+    backend, ref = tiny256
+    for i, seed in enumerate(ref["seeds"]):
+        state = backend.sample(int(seed), truncation=0.7)
+        assert rel_l2(state.latent, ref["ws_psi07"][i : i + 1]) <= TOLERANCE
+        assert state.image_size == (256, 256)
+        assert state.image.dtype == np.uint8 and state.image.shape == (256, 256, 3)
+        difference = np.abs(state.image.astype(int) - ref["img_psi07_uint8"][i].astype(int))
+        assert difference.max() <= 1
+        assert state.info == {"model": "tiny256", "kind": "stylegan2", "seed": int(seed),
+                              "truncation": 0.7}  # fmt: skip
+
+
+def test_session_features_are_the_128px_block(tiny256):
+    backend, ref = tiny256
+    state = backend.from_latent(ref["ws_psi07"][1])
+    session = backend.session(state, None, "freedrag")
+    assert session.feature_scale == (0.5, 0.5)
+    assert session.latent.shape == (1, 6, 512) and session.latent.requires_grad
+    features = session.features(session.latent)
+    assert features.shape == (32, 128, 128)
+    assert rel_l2(features, ref["feat"][1]) <= TOLERANCE
+
+
+def test_small_models_use_the_half_size_block(shared_fixtures):
+    backend, ref = fixture_backend(shared_fixtures, "tiny64")
+    session = backend.session(backend.from_latent(ref["ws_psi07"][0]), None, "freedrag")
+    assert session.feature_scale == (0.5, 0.5)
+    features = session.features(session.latent)
+    assert features.shape == (64, 32, 32)
+    assert rel_l2(features, ref["dbg_seed0_b32_x"][0]) <= TOLERANCE
+
+
+def test_backend_and_session_follow_the_engine_protocol(small):
+    assert isinstance(small, Backend)
+    assert isinstance(small.session(small.sample(0), None, "freedrag"), DragSession)
+    preset = small.preset("freedrag", (128, 128))
+    assert isinstance(preset, FreeDragParams) and preset.lr == 0.002
+
+
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        [(30, 40, 36, 46)],  # one patch
+        [(0, 0, 5, 5), (58, 50, 64, 64)],  # two corners
+        [(30, 30, 34, 34), (31, 35, 38, 40)],  # overlapping: merged
+        [(0, 0, 3, 64)],  # a whole-width strip along the border
+        [(-4, 60, 3, 70)],  # reaching outside the map
+    ],
+)
+def test_receptive_field_path_is_exact_inside_boxes(small, boxes):
+    session = small.session(small.sample(3), None, "freedrag")
+    full = session.features(session.latent)
+    fast = session.features(session.latent, boxes)
+    assert fast.shape == full.shape
+    h, w = full.shape[1:]
+    windows = [(slice(None), slice(max(r0, 0), min(r1, h)), slice(max(c0, 0), min(c1, w)))
+               for r0, c0, r1, c1 in boxes]  # fmt: skip
+    for window in windows:
+        assert (fast[window] - full[window]).abs().max() < 1e-5
+    grads = []
+    for features in (full, fast):
+        session.latent.grad = None
+        sum(features[window].square().sum() for window in windows).backward(retain_graph=True)
+        grads.append(session.latent.grad.clone())
+    difference = torch.linalg.vector_norm(grads[1] - grads[0])
+    assert difference <= 1e-5 * torch.linalg.vector_norm(grads[0])
+
+
+def test_fast_path_reads_only_the_receptive_field(small):
+    """Outside the boxes' receptive field nothing is computed (zeros), so it really is cheaper."""
+    session = small.session(small.sample(3), None, "freedrag")
+    fast = session.features(session.latent, [(30, 30, 34, 34)])
+    assert fast[:, :20].abs().max() == 0 and fast[:, 30:34, 30:34].abs().min() > 0
+
+
+def test_gradients_match_the_plain_network(small):
+    """Cached frozen layers must not change the gradient the drag optimises."""
+    state = small.sample(5)
+    session = small.session(state, None, "freedrag")
+    features = session.features(session.latent)
+    (features[:, 10:20, 10:20] ** 2).mean().backward()
+    latent = state.latent[:, :6].clone().requires_grad_(True)
+    ws = torch.cat([latent, state.latent[:, 6:]], dim=1)
+    x, _ = small.generator.synthesis.run(ws, until=64, with_img=False)
+    assert (x[0] - features).abs().max() < 1e-5
+    (x[0, :, 10:20, 10:20] ** 2).mean().backward()
+    assert torch.allclose(session.latent.grad, latent.grad, rtol=1e-4, atol=1e-8)
+    assert all(p.grad is None for p in small.generator.parameters())
+
+
+def test_finish_keeps_frozen_vectors_and_renders_the_edit(small):
+    state = small.sample(7)
+    session = small.session(state, None, "freedrag")
+    same = session.finish(session.latent)
+    assert torch.equal(same.latent, state.latent)
+    assert np.array_equal(same.image, state.image)
+    assert same.info["parent"] == state.info
+    moved = session.latent.detach() + 0.5
+    edited = session.finish(moved)
+    assert torch.equal(edited.latent[:, :6], moved)
+    assert torch.equal(edited.latent[:, 6:], state.latent[:, 6:])
+    assert np.abs(edited.image.astype(int) - state.image.astype(int)).mean() > 1
+    assert np.array_equal(session.render(moved), edited.image)
+
+
+def test_mask_term_penalises_change_outside_the_editable_region(small):
+    state = small.sample(2)
+    mask = np.zeros((128, 128), dtype=np.uint8)
+    mask[:, :64] = 1
+    session = small.session(state, mask, "freedrag")
+    features = session.features(session.latent, [(5, 5, 9, 9)]).detach()  # mask: full map
+    assert features.shape == (8, 64, 64) and features[:, 40:].abs().min() > 0
+    assert float(session.mask_term(session.latent, features)) == 0.0
+    changed = features.clone()
+    changed[:, :, :30] += 1.0  # editable columns (feature px < 32): free
+    assert float(session.mask_term(session.latent, changed)) == 0.0
+    changed[:, :, 40:] += 1.0  # outside (columns 32-63): 24 of 32 columns changed by 1
+    assert float(session.mask_term(session.latent, changed)) == pytest.approx(24 / 32, rel=1e-4)
+
+
+@pytest.mark.parametrize("fill", [0, 1])
+def test_empty_or_full_masks_have_no_mask_term(small, fill):
+    session = small.session(small.sample(2), np.full((128, 128), fill), "freedrag")
+    assert session.mask_term(session.latent, session.features(session.latent)) is None
+
+
+def test_no_mask_no_mask_term(small):
+    session = small.session(small.sample(2), None, "draggan")
+    assert session.mask_term(session.latent, session.features(session.latent)) is None
+
+
+def test_grayscale_models_render_rgb():
+    backend = random_backend(resolution=32, img_channels=1)
+    image = backend.sample(0).image
+    assert image.shape == (32, 32, 3) and np.array_equal(image[..., 0], image[..., 1])
+
+
+def test_from_latent_accepts_saved_latents(small):
+    state = small.sample(4)
+    again = small.from_latent(state.latent[0].numpy())
+    assert torch.equal(again.latent, state.latent)
+    assert np.array_equal(again.image, state.image)
+
+
+@pytest.mark.parametrize(
+    "latent,message",
+    [
+        (np.zeros((8, 32), np.float32), r"shape \(1, 12, 32\)"),
+        (np.zeros((1, 14, 512)), "another model"),
+        (np.full((12, 32), np.nan, np.float32), "NaN"),
+    ],
+)
+def test_bad_latents_are_refused(small, latent, message):
+    with pytest.raises(InputError, match=message):
+        small.from_latent(latent)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, "7"])
+def test_bad_seeds_are_refused(small, seed):
+    with pytest.raises(InputError, match="seed"):
+        small.sample(seed)
+
+
+def test_bad_session_inputs_are_refused(small):
+    state = small.sample(0)
+    with pytest.raises(InputError, match=r"mask .*\(128, 128\)"):
+        small.session(state, np.ones((64, 64)), "freedrag")
+    with pytest.raises(InputError, match="method"):
+        small.session(state, None, "dragdiffusion")
+    with pytest.raises(InputError, match="truncation"):
+        small.sample(0, truncation=float("nan"))
+
+
+def test_unsupported_channel_counts_are_refused():
+    generator = Generator(8, 0, 16, 8, 4, channel_base=64, channel_max=8)
+    with pytest.raises(ModelError, match="4-channel"):
+        StyleGAN2Backend(generator, "rgba", "cpu")

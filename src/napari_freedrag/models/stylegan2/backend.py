@@ -1,0 +1,331 @@
+"""StyleGAN2 as a drag backend: W+ latents, feature-block features, partial synthesis.
+
+Speed comes from three exact shortcuts (none changes a computed number):
+
+* only the blocks up to the feature block run while optimising; the rest run only to
+  render previews and the result;
+* the W+ vectors after the first ``TRAINABLE_WS`` are frozen, so the layers that read
+  them get their demodulated weights once per session, outside autograd: their backward
+  computes input gradients only, never weight gradients;
+* when the caller says where it will read (``boxes``) and no mask term needs the whole
+  map, the high-resolution layers compute only the receptive field of those boxes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_freedrag.engine.protocol import METHODS, StartState
+from napari_freedrag.errors import InputError, ModelError
+from napari_freedrag.models.stylegan2.network import (
+    Generator,
+    Rect,
+    SynthesisLayer,
+    clip_rect,
+    input_rect,
+    to_uint8_image,
+)
+
+#: W+ vectors the drag optimises (FreeDrag and DragGAN both use the first 6).
+TRAINABLE_WS = 6
+#: Feature block for 256 px and larger models (smaller ones use half the image size).
+FEATURE_RES = 128
+#: Boxes closer than this (feature px) are computed as one region: their receptive fields
+#: overlap so much that separate regions would compute the overlap twice.
+MERGE_MARGIN = 4
+#: Regions covering more than this fraction of the map are computed as the full map.
+FULL_MAP_FRACTION = 0.6
+
+
+def feature_resolution(img_resolution: int) -> int:
+    """The synthesis block whose raw output serves as the drag features (spec §6)."""
+    if img_resolution >= 2 * FEATURE_RES:
+        return FEATURE_RES
+    return max(img_resolution // 2, 4)
+
+
+class StyleGAN2Backend:
+    """A StyleGAN2 generator the drag engine can sample from and edit."""
+
+    kind = "stylegan2"
+
+    def __init__(
+        self,
+        generator: Generator,
+        name: str,
+        device: torch.device | str = "cpu",
+        category: str | None = None,
+    ):
+        if generator.img_channels not in (1, 3):
+            raise ModelError(
+                f"{name}: {generator.img_channels}-channel StyleGAN2 models are not supported "
+                "(only grayscale or RGB)"
+            )
+        self.device = torch.device(device)
+        self.generator = generator.to(self.device).eval().requires_grad_(False)
+        self.name = name
+        self.category = category
+        resolution = generator.img_resolution
+        self.image_size = (resolution, resolution)
+        self.feature_res = feature_resolution(resolution)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (1, self.generator.num_ws, self.generator.w_dim)
+
+    def preset(self, method: str, image_size: tuple[int, int] | None = None) -> Any:
+        from napari_freedrag.engine.presets import default_params
+
+        return default_params("stylegan2", method, image_size or self.image_size, self.category)
+
+    def sample(self, seed: int, truncation: float = 0.7) -> StartState:
+        """The image of ``seed`` as other StyleGAN2 tools show it (legacy NumPy RandomState)."""
+        if (
+            isinstance(seed, bool)
+            or not isinstance(seed, (int, np.integer))
+            or not (0 <= seed < 2**32)
+        ):
+            raise InputError(f"seed must be an integer in [0, 2**32 - 1], got {seed!r}")
+        if (
+            isinstance(truncation, bool)
+            or not isinstance(truncation, (int, float))
+            or not (math.isfinite(truncation))
+        ):
+            raise InputError(
+                f"truncation must be a finite number (usually 0.5-1), got {truncation!r}"
+            )
+        generator = self.generator
+        z = torch.from_numpy(np.random.RandomState(int(seed)).randn(1, generator.z_dim))
+        # Conditional models get the all-zero label, i.e. no class preference.
+        c = torch.zeros(1, generator.c_dim, device=self.device) if generator.c_dim else None
+        with torch.no_grad():
+            ws = generator.mapping(z.to(self.device), c, truncation_psi=float(truncation))
+        info = {"model": self.name, "kind": self.kind, "seed": int(seed),
+                "truncation": float(truncation)}  # fmt: skip
+        return self._state(ws, info)
+
+    def from_latent(self, w_plus: np.ndarray | torch.Tensor) -> StartState:
+        """A start state from a saved W+ latent ``(num_ws, w_dim)`` or ``(1, num_ws, w_dim)``."""
+        return self._state(self._check_latent(w_plus), {"model": self.name, "kind": self.kind,
+                                                        "source": "latent"})  # fmt: skip
+
+    def render(self, ws: torch.Tensor) -> np.ndarray:
+        """The ``(H, W, 3)`` uint8 image of a full W+ latent."""
+        with torch.no_grad():
+            img = self.generator.synthesis(ws.to(self.device, torch.float32), noise_mode="const")
+        return to_uint8_image(img)
+
+    def session(self, start: StartState, mask: np.ndarray | None, method: str) -> StyleGAN2Session:
+        if method not in METHODS:
+            raise InputError(f"unknown method {method!r}; choose 'freedrag' or 'draggan'")
+        return StyleGAN2Session(self, self._check_latent(start.latent), start.info, mask)
+
+    def _state(self, ws: torch.Tensor, info: dict[str, Any]) -> StartState:
+        return StartState(latent=ws, image_size=self.image_size, image=self.render(ws), info=info)
+
+    def _check_latent(self, w_plus: np.ndarray | torch.Tensor) -> torch.Tensor:
+        expected = self.latent_shape
+        if isinstance(w_plus, np.ndarray):
+            w_plus = torch.from_numpy(np.asarray(w_plus, dtype=np.float32))
+        if not isinstance(w_plus, torch.Tensor):
+            raise InputError(
+                f"a W+ latent must be an array of shape {expected}, got {type(w_plus)}"
+            )
+        ws = w_plus.detach().to(self.device, torch.float32)
+        if ws.ndim == 2:
+            ws = ws.unsqueeze(0)
+        if tuple(ws.shape) != expected:
+            raise InputError(
+                f"this model's W+ latent has shape {expected} (or {expected[1:]}), got "
+                f"{tuple(w_plus.shape)}: was it saved from another model?"
+            )
+        if not torch.isfinite(ws).all():
+            raise InputError("the W+ latent contains NaN or inf values")
+        return ws.clone()
+
+
+class StyleGAN2Session:
+    """One edit: the trainable first W+ vectors, cached frozen layers, the mask term."""
+
+    def __init__(self, backend: StyleGAN2Backend, ws: torch.Tensor, parent_info: dict, mask):
+        self.backend = backend
+        self._synthesis = backend.generator.synthesis
+        self._parent_info = parent_info
+        n_trainable = min(TRAINABLE_WS, ws.shape[1])
+        self.latent = ws[:, :n_trainable].clone().requires_grad_(True)
+        self._frozen_ws = ws[:, n_trainable:]
+        self.image_size = backend.image_size
+        res = backend.feature_res
+        self.feature_scale = (res / self.image_size[0], res / self.image_size[1])
+        self._feature_res = res
+        self._layers = [
+            (layer, w_index)
+            for block_res, layer, w_index in self._synthesis.conv_layers()
+            if block_res <= res
+        ]
+        with torch.no_grad():
+            self._frozen_weights = {
+                w_index: layer.modulated_weight(ws[:, w_index])
+                for layer, w_index in self._layers
+                if w_index >= n_trainable
+            }
+        self._outside = self._outside_mask(mask)
+        self._initial_features = None
+        if self._outside is not None:
+            with torch.no_grad():
+                self._initial_features = self.features(self.latent)
+
+    # DragSession protocol -------------------------------------------------------------
+
+    def features(
+        self, latent: torch.Tensor, boxes: list[tuple[int, int, int, int]] | None = None
+    ) -> torch.Tensor:
+        """The raw ``(C, h, w)`` output of the feature block; exact inside ``boxes``."""
+        regions = None
+        if boxes is not None and self._outside is None:
+            regions = self._regions(boxes)
+        if regions is None:
+            return self._run_layers(latent, [None])[0][0]
+        tiles = self._run_layers(latent, regions)
+        channels = tiles[0].shape[1]
+        out = tiles[0].new_zeros(1, channels, self._feature_res, self._feature_res)
+        for (r0, r1, c0, c1), tile in zip(regions, tiles, strict=True):
+            out[:, :, r0:r1, c0:c1] = tile
+        return out[0]
+
+    def mask_term(self, latent: torch.Tensor, features: torch.Tensor) -> torch.Tensor | None:
+        """Mean ``|F - F0|`` over feature entries outside the editable region (spec §5)."""
+        if self._outside is None:
+            return None
+        return (features - self._initial_features).abs()[:, self._outside].mean()
+
+    def render(self, latent: torch.Tensor) -> np.ndarray:
+        return self.backend.render(self._full_ws(latent))
+
+    def finish(self, latent: torch.Tensor) -> StartState:
+        ws = self._full_ws(latent)
+        info = {"model": self.backend.name, "kind": self.backend.kind, "source": "drag",
+                "parent": self._parent_info}  # fmt: skip
+        return StartState(
+            latent=ws, image_size=self.image_size, image=self.backend.render(ws), info=info
+        )
+
+    # internals ------------------------------------------------------------------------
+
+    def _full_ws(self, latent: torch.Tensor) -> torch.Tensor:
+        return torch.cat([latent.detach().to(self._frozen_ws.device), self._frozen_ws], dim=1)
+
+    def _weight(self, layer: SynthesisLayer, w_index: int, latent: torch.Tensor) -> torch.Tensor:
+        frozen = self._frozen_weights.get(w_index)
+        return frozen if frozen is not None else layer.modulated_weight(latent[:, w_index])
+
+    def _run_layers(self, latent: torch.Tensor, regions: list[Rect | None]) -> list[torch.Tensor]:
+        """The feature block's output over each region (``None``: the full map).
+
+        Layers whose needed output is the whole map run once, shared by all regions;
+        from the first layer where some region needs less, each region runs on its own
+        receptive field.
+        """
+        plans = [self._plan(region) for region in regions]
+        first_partial = min(
+            (next((k for k, rect in enumerate(plan) if rect is not None), len(plan))
+             for plan in plans),
+            default=len(self._layers),
+        )  # fmt: skip
+        x = self._synthesis.b4.const.unsqueeze(0)
+        for layer, w_index in self._layers[:first_partial]:
+            x = layer(x, weight=self._weight(layer, w_index, latent), noise_mode="const")
+        tiles = []
+        for plan in plans:
+            tile, have = x, None
+            for (layer, w_index), out_rect in list(zip(self._layers, plan, strict=True))[
+                first_partial:
+            ]:
+                weight = self._weight(layer, w_index, latent)
+                tile = layer(
+                    tile, weight=weight, noise_mode="const", in_rect=have, out_rect=out_rect
+                )
+                have = out_rect
+            tiles.append(tile)
+        return tiles
+
+    def _plan(self, region: Rect | None) -> list[Rect | None]:
+        """Per layer, the output rectangle to compute (``None``: the whole map)."""
+        plan: list[Rect | None] = [None] * len(self._layers)
+        rect = region
+        for k in range(len(self._layers) - 1, -1, -1):
+            layer = self._layers[k][0]
+            size = layer.resolution
+            if rect is None or rect == (0, size, 0, size):
+                break
+            plan[k] = rect
+            rect = clip_rect(input_rect(rect, layer.up), size // layer.up)
+        return plan
+
+    def _regions(self, boxes) -> list[Rect] | None:
+        """Clipped, merged ``(r0, r1, c0, c1)`` regions; ``None`` when the full map is cheaper."""
+        size = self._feature_res
+        rects = []
+        for box in boxes:
+            r0, c0, r1, c1 = (int(v) for v in box)
+            rect = clip_rect((r0, r1, c0, c1), size)
+            if rect[0] < rect[1] and rect[2] < rect[3]:
+                rects.append(rect)
+        if not rects:
+            return None
+        merged = True
+        while merged:
+            merged = False
+            for i in range(len(rects)):
+                for j in range(i + 1, len(rects)):
+                    if _near(rects[i], rects[j], MERGE_MARGIN):
+                        a, b = rects[i], rects.pop(j)
+                        rects[i] = (
+                            min(a[0], b[0]),
+                            max(a[1], b[1]),
+                            min(a[2], b[2]),
+                            max(a[3], b[3]),
+                        )
+                        merged = True
+                        break
+                if merged:
+                    break
+        area = sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in rects)
+        if area > FULL_MAP_FRACTION * size * size:
+            return None
+        return rects
+
+    def _outside_mask(self, mask) -> torch.Tensor | None:
+        """Feature pixels outside the editable region, or ``None`` when there is no mask term."""
+        if mask is None:
+            return None
+        mask = np.asarray(mask)
+        if mask.shape != self.image_size:
+            raise InputError(
+                f"the mask must have the image's shape {self.image_size}, got {mask.shape}"
+            )
+        editable = torch.from_numpy((mask != 0).astype(np.float32))
+        if not editable.any():
+            return None  # nothing painted: no mask term (an empty mask must not freeze all)
+        size = (self._feature_res, self._feature_res)
+        resized = F.interpolate(
+            editable[None, None], size=size, mode="bilinear", align_corners=False
+        )
+        outside = ~(resized[0, 0] > 0)
+        if not outside.any():
+            return None
+        return outside.to(self.backend.device)
+
+
+def _near(a: Rect, b: Rect, margin: int) -> bool:
+    return (
+        a[0] - margin < b[1]
+        and b[0] - margin < a[1]
+        and a[2] - margin < b[3]
+        and b[2] - margin < a[3]
+    )
