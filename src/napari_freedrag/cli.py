@@ -200,12 +200,12 @@ def _edit(args: argparse.Namespace) -> int:
         name: getattr(args, name) for name in ("l", "d") if getattr(args, name) is not None
     }
 
-    if args.frames is not None:
-        args.frames.mkdir(parents=True, exist_ok=True)
     steps = nfd.drag_steps(
         gen, start, handles, targets, mask=mask, method=args.method,
         max_steps=args.max_steps, **overrides,
     )  # fmt: skip
+    if args.frames is not None:
+        args.frames.mkdir(parents=True, exist_ok=True)
     frame_count = 0
     while True:
         try:

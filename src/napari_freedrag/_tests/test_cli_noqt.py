@@ -1,0 +1,65 @@
+"""The command line works on machines without a display or a Qt binding."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# Runs in a fresh interpreter so that modules other tests imported cannot hide an import.
+PROBE = textwrap.dedent(
+    """
+    import contextlib, io, sys
+    import napari_freedrag.cli as cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            status = cli.main(sys.argv[1:])
+        except SystemExit as exc:  # --help exits through argparse
+            status = exc.code
+    gui = sorted(
+        m for m in sys.modules
+        if m == "napari" or m.startswith(("napari.", "PyQt", "PySide", "qtpy", "vispy"))
+    )
+    print(out.getvalue())
+    print("GUI-MODULES:", gui)
+    sys.exit(status)
+    """
+)
+
+
+def _probe(*argv: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, "-c", PROBE, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["edit", "--help"]])
+def test_help_imports_no_qt_or_napari(argv):
+    proc = _probe(*argv)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: napari-freedrag" in proc.stdout
+    assert "GUI-MODULES: []" in proc.stdout
+
+
+def test_models_lists_the_bundled_model_without_qt_or_napari():
+    proc = _probe("models")
+    assert proc.returncode == 0, proc.stderr
+    assert "cells" in proc.stdout
+    assert "GUI-MODULES: []" in proc.stdout
+
+
+def test_help_names_every_command():
+    proc = _probe("--help")
+    for command in ("edit", "models", "bench", "train-cells", "demo"):
+        assert command in proc.stdout
