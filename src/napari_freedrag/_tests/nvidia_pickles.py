@@ -38,6 +38,24 @@ class EasyDict(dict):
             raise AttributeError(name) from None
 
 
+class Network:
+    """Same pickled shape as TF-era ``dnnlib.tflib.network.Network`` (state via BUILD)."""
+
+    def __init__(self, name, static_kwargs, variables, components=None, module_src="import tf\n"):
+        self._state = {
+            "version": 4,
+            "name": name,
+            "static_kwargs": static_kwargs,
+            "components": components or {},
+            "build_module_src": module_src,
+            "build_func_name": f"training.networks_stylegan2.{name}",
+            "variables": list(variables.items()),
+        }
+
+    def __getstate__(self):
+        return self._state
+
+
 def _reconstruct_persistent_obj(meta):  # pragma: no cover - must never be called on load
     raise AssertionError("the loader executed NVIDIA's reconstruct function")
 
@@ -69,21 +87,27 @@ def nvidia_modules():
     persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
     util = types.ModuleType("dnnlib.util")
     util.EasyDict = EasyDict
+    tflib_network = types.ModuleType("dnnlib.tflib.network")
+    tflib_network.Network = Network
     fakes = {
         "torch_utils": types.ModuleType("torch_utils"),
         "torch_utils.persistence": persistence,
         "dnnlib": types.ModuleType("dnnlib"),
         "dnnlib.util": util,
+        "dnnlib.tflib": types.ModuleType("dnnlib.tflib"),
+        "dnnlib.tflib.network": tflib_network,
     }
     saved = {name: sys.modules.get(name) for name in fakes}
     _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
     EasyDict.__module__ = "dnnlib.util"
+    Network.__module__ = "dnnlib.tflib.network"
     sys.modules.update(fakes)
     try:
         yield
     finally:
         _reconstruct_persistent_obj.__module__ = __name__
         EasyDict.__module__ = __name__
+        Network.__module__ = __name__
         for name, module in saved.items():
             if module is None:
                 sys.modules.pop(name, None)
@@ -207,6 +231,71 @@ def snapshot(weights, config, layout="ada", module_src="import torch\n", extra=N
     }
     data.update(extra or {})
     return data
+
+
+def tf_era_networks(weights, config, module_src="import tensorflow\n") -> tuple:
+    """``(G, D, Gs)`` as a TF-era config-f pickle holds them, built from PyTorch weights.
+
+    Written from the published TF variable names: kernels ``[kh, kw, in, out]``, dense
+    weights ``[in, out]``, modulation biases without the +1, flipped up-sampling kernels.
+    """
+    kwargs = config["init_kwargs"]
+    synthesis_kwargs = kwargs["synthesis_kwargs"]
+    static = {
+        "num_channels": kwargs["img_channels"],
+        "resolution": kwargs["img_resolution"],
+        "label_size": 0,
+        "latent_size": kwargs["z_dim"],
+        "dlatent_size": kwargs["w_dim"],
+        "mapping_layers": kwargs["mapping_kwargs"]["num_layers"],
+        "fmap_base": synthesis_kwargs["channel_base"] // 2,
+        "fmap_max": synthesis_kwargs["channel_max"],
+        "truncation_psi": 0.5,
+    }
+    mapping, synthesis = {}, {"lod": np.float32(0)}
+    for name, value in weights.items():
+        parts = name.split(".")
+        if parts[0] == "mapping" and parts[1].startswith("fc"):
+            mapping[f"Dense{parts[1][2:]}/{parts[2]}"] = value.T if parts[2] == "weight" else value
+        if parts[0] != "synthesis" or parts[-1] == "resample_filter":
+            continue
+        res = int(parts[1][1:])
+        block = f"{res}x{res}"
+        if parts[2] == "const":
+            synthesis[f"{block}/Const/const"] = value[None]
+            continue
+        layer = {"conv0": "Conv0_up", "conv1": "Conv" if res == 4 else "Conv1", "torgb": "ToRGB"}[
+            parts[2]
+        ]
+        leaf = ".".join(parts[3:])
+        if leaf == "noise_const":
+            index = 0 if res == 4 else 2 * int(np.log2(res)) - (5 if parts[2] == "conv0" else 4)
+            synthesis[f"noise{index}"] = value[None, None]
+        elif leaf == "weight":
+            kernel = value.transpose(2, 3, 1, 0)
+            synthesis[f"{block}/{layer}/weight"] = (
+                kernel[::-1, ::-1] if layer == "Conv0_up" else kernel
+            )
+        elif leaf == "affine.weight":
+            synthesis[f"{block}/{layer}/mod_weight"] = value.T
+        elif leaf == "affine.bias":
+            synthesis[f"{block}/{layer}/mod_bias"] = value - 1
+        else:
+            synthesis[f"{block}/{layer}/{leaf}"] = value
+
+    def generator(name, scale):
+        def scaled(variables):
+            return {key: value * scale for key, value in variables.items()}
+
+        components = {
+            "mapping": Network("G_mapping", static, scaled(mapping), module_src=module_src),
+            "synthesis": Network("G_synthesis", static, scaled(synthesis), module_src=module_src),
+        }
+        avg = {"dlatent_avg": weights["mapping.w_avg"] * scale}
+        return Network(name, static, avg, components, module_src)
+
+    discriminator = Network("D", static, {"Output/weight": np.ones((4, 1), np.float32)})
+    return (generator("G", np.float32(0)), discriminator, generator("Gs", np.float32(1)))
 
 
 def write_pickle(path, obj, protocol: int = 3) -> None:

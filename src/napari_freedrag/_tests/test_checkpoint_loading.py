@@ -268,3 +268,60 @@ def test_build_generator_names_the_weights_that_do_not_fit(tiny64):
         build_generator(config, state_dict)
     with pytest.raises(ModelError, match="wrong shape"):
         build_generator({**config, "w_dim": 64}, load_checkpoint(folder / "weights.npz")[1])
+
+
+def test_tensorflow_era_pickle_is_converted_to_the_official_image(tmp_path, tiny64):
+    folder, weights, config = tiny64
+    marker = tmp_path / "pwned"
+    path = tmp_path / "stylegan2-car-config-f.pkl"
+    source = f"open({str(marker)!r}, 'w').write('executed')\n"
+    nv.write_pickle(path, nv.tf_era_networks(weights, config, module_src=source))
+
+    loaded_config, state_dict = load_checkpoint(path)
+
+    assert not marker.exists()
+    assert loaded_config == {**EXPECTED_CONFIG, "num_fp16_res": 0, "conv_clamp": None}
+    assert_same_weights(state_dict, weights)  # G holds zeros: Gs was read
+    reference = np.load(folder / "reference.npz")
+    generator = build_generator(loaded_config, state_dict)
+    with torch.no_grad():
+        ws = generator.mapping(torch.from_numpy(reference["z"][0:1]), None, truncation_psi=0.7)
+        image = generator.synthesis(ws, noise_mode="const").numpy()
+    expected = reference["img_psi07"][0:1]
+    assert np.linalg.norm(image - expected) / np.linalg.norm(expected) < 1e-5
+
+
+def test_tensorflow_era_variants_we_cannot_run_are_named(tmp_path, tiny64):
+    _, weights, config = tiny64
+    networks = nv.tf_era_networks(weights, config)
+    networks[2]._state["static_kwargs"]["architecture"] = "resnet"
+    path = tmp_path / "resnet.pkl"
+    nv.write_pickle(path, networks)
+    with pytest.raises(ModelError, match="architecture='resnet' is not supported"):
+        load_checkpoint(path)
+
+    networks = nv.tf_era_networks(weights, config)
+    synthesis = networks[2]._state["components"]["synthesis"]._state
+    synthesis["variables"] = [(k, v) for k, v in synthesis["variables"] if k != "8x8/Conv1/bias"]
+    nv.write_pickle(path, networks)
+    with pytest.raises(
+        ModelError, match="TF-era generator lacks variable synthesis/8x8/Conv1/bias"
+    ):
+        load_checkpoint(path)
+
+
+def test_plain_torch_submodules_inside_a_network_are_read_not_run(tmp_path, tiny64):
+    _, weights, config = tiny64
+    generator = nv.generator_object(weights, config)
+    mapping = generator.meta["state"]["_modules"]["mapping"].meta["state"]
+    linear = torch.nn.Linear(64, 128)
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(weights["mapping.fc0.weight"]))
+        linear.bias.copy_(torch.from_numpy(weights["mapping.fc0.bias"]))
+    mapping["_modules"]["fc0"] = linear
+    path = tmp_path / "mixed.pkl"
+    nv.write_pickle(path, {"G_ema": generator})
+
+    assert "torch.nn.modules.linear.Linear" in nv.pickle_globals(path)
+    _, state_dict = load_checkpoint(path)
+    assert_same_weights(state_dict, weights)

@@ -93,19 +93,24 @@ class ForeignModule:
     """Stand-in for a plain ``torch.nn`` module class found in a pickle: keeps its state only."""
 
     class_name = "torch.nn.Module"
-
-    def __init__(self, *args, **kwargs):
-        self.state: dict = {}
+    state: dict = {}
 
     def __setstate__(self, state):
         self.state = state if isinstance(state, dict) else {}
 
 
 class _TFNetwork:
-    """Stand-in for ``dnnlib.tflib.network.Network`` so TF-era files are named, not run."""
+    """Stand-in for ``dnnlib.tflib.network.Network`` (TF-era files): keeps the pickled state
+    (variables as NumPy arrays, kwargs, components); ``build_module_src`` is never run."""
+
+    state: dict = {}
 
     def __setstate__(self, state):
-        self.state = state
+        self.state = state if isinstance(state, dict) else {}
+
+    @property
+    def name(self) -> str:
+        return str(self.state.get("name", ""))
 
 
 class _AttrDict(dict):
@@ -307,7 +312,7 @@ def _is_stylegan3(state_dict_names, config: dict) -> bool:
 
 
 def _pick_generator(obj, source: str):
-    if isinstance(obj, PersistentRecord):
+    if isinstance(obj, (PersistentRecord, _TFNetwork)):
         return obj
     if isinstance(obj, dict):
         if "G_ema" in obj:
@@ -316,16 +321,18 @@ def _pick_generator(obj, source: str):
         raise ModelError(
             f"{source} holds no G_ema network (found {keys}); is it a StyleGAN2 training snapshot?"
         )
-    if isinstance(obj, (list, tuple)) and any(isinstance(item, _TFNetwork) for item in obj):
-        raise ModelError(
-            f"{source} is a TensorFlow-era StyleGAN2 pickle (dnnlib.tflib): not supported yet; "
-            "convert it with NVIDIA's stylegan2-ada-pytorch legacy.py or use a PyTorch release"
-        )
+    if isinstance(obj, (list, tuple)):
+        networks = [item for item in obj if isinstance(item, _TFNetwork)]
+        if networks:  # TF-era files hold (G, D, Gs): Gs is the moving average to use
+            named = [net for net in networks if net.name == "Gs"]
+            return named[0] if named else networks[-1]
     raise ModelError(f"{source} holds a {type(obj).__name__}, not a StyleGAN2 network pickle")
 
 
 def _records_to_checkpoint(obj, source: str) -> tuple[dict, dict[str, torch.Tensor]]:
     generator = _pick_generator(obj, source)
+    if isinstance(generator, _TFNetwork):
+        return _convert_tf_generator(generator, source)
     if not isinstance(generator, PersistentRecord):
         raise ModelError(
             f"{source}: G_ema is a {type(generator).__name__}, not a pickled NVIDIA network"
@@ -344,6 +351,112 @@ def _records_to_checkpoint(obj, source: str) -> tuple[dict, dict[str, torch.Tens
     if generator.class_name != "Generator":
         raise ModelError(f"{source}: G_ema is a {generator.class_name}, not a StyleGAN2 Generator")
     return normalise_config(raw, source), state_dict
+
+
+# --------------------------------------------------------------------------------------
+# TensorFlow-era (dnnlib.tflib) generators: TF variable names -> NVIDIA PyTorch names
+
+#: TF static kwargs -> (our config key, default), as NVIDIA's own conversion reads them.
+_TF_KWARGS = {
+    "latent_size": ("z_dim", 512),
+    "label_size": ("c_dim", 0),
+    "dlatent_size": ("w_dim", 512),
+    "resolution": ("img_resolution", 1024),
+    "num_channels": ("img_channels", 3),
+}
+#: TF options our generator implements only at these values.
+_TF_FIXED = {
+    "architecture": "skip",
+    "nonlinearity": "lrelu",
+    "mapping_nonlinearity": "lrelu",
+    "resample_kernel": [1, 3, 3, 1],
+    "mapping_lrmul": 0.01,
+    "use_noise": True,
+    "mapping_fmaps": None,
+    "fmap_decay": 1.0,
+}
+
+
+def _tf_variables(network: _TFNetwork, source: str) -> dict[str, np.ndarray]:
+    """Every variable of a TF network and its components under ``component/name`` keys."""
+    found: dict[str, np.ndarray] = {}
+
+    def visit(prefix: str, net) -> None:
+        if not isinstance(net, _TFNetwork):
+            raise ModelError(f"{source}: a TF network component is a {type(net).__name__}")
+        for entry in net.state.get("variables") or ():
+            name, value = entry
+            if not isinstance(value, (np.ndarray, np.generic)) or value.dtype.kind != "f":
+                raise ModelError(f"{source}: TF variable {prefix}{name} is not a float array")
+            found[prefix + str(name)] = np.asarray(value, dtype=np.float32)
+        for name, component in (net.state.get("components") or {}).items():
+            visit(f"{prefix}{name}/", component)
+
+    visit("", network)
+    return found
+
+
+def _convert_tf_generator(network: _TFNetwork, source: str):
+    kwargs = _plain(network.state.get("static_kwargs") or {})
+    if kwargs.get("mapping_fmaps") in (None, kwargs.get("dlatent_size", 512)):
+        kwargs.pop("mapping_fmaps", None)
+    for key, allowed in _TF_FIXED.items():
+        value = kwargs.get(key, allowed)
+        if (list(value) if isinstance(value, tuple) else value) != allowed:
+            raise ModelError(
+                f"{source}: TF-era generator with {key}={value!r} is not supported "
+                f"(only {allowed!r})"
+            )
+    if kwargs.get("label_size", 0):
+        raise ModelError(f"{source}: conditional TF-era generators are not supported")
+    raw = {ours: kwargs.get(theirs, default) for theirs, (ours, default) in _TF_KWARGS.items()}
+    raw["mapping_kwargs"] = {"num_layers": kwargs.get("mapping_layers", 8)}
+    raw["channel_base"] = int(kwargs.get("fmap_base", 16384)) * 2  # TF counts per half resolution
+    raw["channel_max"] = kwargs.get("fmap_max", 512)
+    config = normalise_config(raw, source)
+    variables = _tf_variables(network, source)
+
+    def take(name: str) -> np.ndarray:
+        if name not in variables:
+            raise ModelError(f"{source}: TF-era generator lacks variable {name}")
+        return variables[name]
+
+    def affine(prefix: str, tf_layer: str) -> None:
+        state[prefix + "affine.weight"] = take(tf_layer + "/mod_weight").T
+        state[prefix + "affine.bias"] = take(tf_layer + "/mod_bias") + 1  # TF adds the 1 later
+
+    taps = np.array([1, 3, 3, 1], dtype=np.float64)
+    resample_filter = (np.outer(taps, taps) / np.outer(taps, taps).sum()).astype(np.float32)
+    state: dict[str, np.ndarray] = {"mapping.w_avg": take("dlatent_avg")}
+    for index in range(config["mapping_kwargs"]["num_layers"]):
+        state[f"mapping.fc{index}.weight"] = take(f"mapping/Dense{index}/weight").T
+        state[f"mapping.fc{index}.bias"] = take(f"mapping/Dense{index}/bias")
+    resolution, noise_index = 4, 0
+    while resolution <= config["img_resolution"]:
+        tf_block, block = f"synthesis/{resolution}x{resolution}/", f"synthesis.b{resolution}."
+        state[block + "resample_filter"] = resample_filter
+        layers = (
+            [("conv1", "Conv")] if resolution == 4 else [("conv0", "Conv0_up"), ("conv1", "Conv1")]
+        )
+        if resolution == 4:
+            state[block + "const"] = take(tf_block + "Const/const")[0]
+        for ours, theirs in layers:
+            weight = take(tf_block + theirs + "/weight")
+            if theirs == "Conv0_up":  # TF upsamples with a transposed conv: flip the kernel
+                weight = weight[::-1, ::-1]
+            prefix = f"{block}{ours}."
+            state[prefix + "weight"] = weight.transpose(3, 2, 0, 1)
+            state[prefix + "bias"] = take(tf_block + theirs + "/bias")
+            state[prefix + "noise_strength"] = take(tf_block + theirs + "/noise_strength")
+            state[prefix + "noise_const"] = take(f"synthesis/noise{noise_index}")[0, 0]
+            state[prefix + "resample_filter"] = resample_filter
+            affine(prefix, tf_block + theirs)
+            noise_index += 1
+        state[block + "torgb.weight"] = take(tf_block + "ToRGB/weight").transpose(3, 2, 0, 1)
+        state[block + "torgb.bias"] = take(tf_block + "ToRGB/bias")
+        affine(block + "torgb.", tf_block + "ToRGB")
+        resolution *= 2
+    return config, {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in state.items()}
 
 
 # --------------------------------------------------------------------------------------
