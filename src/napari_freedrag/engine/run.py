@@ -240,7 +240,7 @@ def _check_points(role: str, points, size: tuple[int, int]) -> np.ndarray:
 
 
 def _check_mask(mask, size: tuple[int, int]) -> np.ndarray | None:
-    """A float32 0/1 mask of the image's shape, or ``None`` when nothing was painted."""
+    """A float32 0/1 mask of the image's shape, or ``None`` when it restricts nothing."""
     if mask is None:
         return None
     if isinstance(mask, torch.Tensor):
@@ -263,8 +263,8 @@ def _check_mask(mask, size: tuple[int, int]) -> np.ndarray | None:
                 "mask values must be 0 (keep) or 1 (may change); "
                 f"got values from {values.min():g} to {values.max():g}"
             )
-    if not values.any():
-        return None
+    if not values.any() or (values > 0).all():
+        return None  # nothing painted, or everything editable: nothing to preserve
     return values
 
 

@@ -1,0 +1,304 @@
+"""The engine end to end on the analytic backend, whose blob centres are ground truth."""
+
+import json
+import threading
+from dataclasses import fields
+
+import numpy as np
+import pytest
+import torch
+
+from napari_freedrag.engine.presets import DragGANParams, FreeDragParams
+from napari_freedrag.engine.run import drag, drag_steps
+from napari_freedrag.errors import DivergedError, InputError
+from napari_freedrag.models.analytic import AnalyticBackend, AnalyticSession
+
+LAYOUT = [[16, 16], [48, 44], [16, 48]]
+METHODS = ["freedrag", "draggan"]
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return AnalyticBackend()
+
+
+@pytest.fixture(scope="module")
+def start(gen):
+    return gen.from_centres(LAYOUT)
+
+
+def blobs(gen, result):
+    return gen.centres(result.state.latent).numpy()
+
+
+def run_all(gen, start, *args, **kw):
+    steps = []
+    it = drag_steps(gen, start, *args, **kw)
+    while True:
+        try:
+            steps.append(next(it))
+        except StopIteration as end:
+            return steps, end.value
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_blob_arrives_at_its_target(gen, start, method):
+    result = drag(gen, start, [[16, 16]], [[16, 30]], method=method)
+    assert result.converged and not result.stopped
+    assert 0 < result.steps < 150
+    # the carrier meets the method's own stop rule; the blob itself lands close by
+    reach = 1.0 if method == "freedrag" else 2.0
+    assert np.linalg.norm(result.points[0] - [16, 30]) <= reach
+    assert np.linalg.norm(blobs(gen, result)[0] - [16, 30]) < 2.0
+    assert np.linalg.norm(gen.centres(start.latent).numpy()[0] - [16, 30]) == 14
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_two_points_move_together(gen, start, method):
+    result = drag(gen, start, [[16, 16], [48, 44]], [[26, 16], [48, 34]], method=method)
+    assert result.converged
+    moved = blobs(gen, result)[:2]
+    assert np.linalg.norm(moved - [[26, 16], [48, 34]], axis=1).max() < 2.5
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_points_on_the_border_are_clamped_and_dragged_along_it(gen, method):
+    start = gen.from_centres([[4, 20], [48, 44], [30, 10]])
+    # both points lie on the image's top edge (row -0.5 .. 0.5), off the pixel grid
+    result = drag(gen, start, [[-0.3, 20]], [[-0.4, 34]], method=method)
+    np.testing.assert_array_equal(result.handles, [[0, 20]])
+    np.testing.assert_array_equal(result.targets, [[0, 34]])
+    assert result.converged
+    shift = blobs(gen, result)[0] - [4, 20]
+    assert abs(shift[0]) < 1.0 and abs(shift[1] - 14) < 3.0
+
+
+def test_a_done_point_holds_its_content_while_another_moves(gen, start):
+    steps, result = run_all(gen, start, [[16, 16], [48, 44]], [[16, 28], [48, 44]])
+    assert steps[0].done.tolist() == [False, True]
+    assert all(step.decisions[1] is None for step in steps)
+    np.testing.assert_array_equal(result.points[1], [48, 44])
+    moved = np.linalg.norm(blobs(gen, result) - np.array(LAYOUT), axis=1)
+    assert moved[0] > 10 and moved[1] < 1.0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_mask_keeps_content_outside_it(gen, start, method):
+    mask = np.zeros((64, 64))
+    mask[4:29, 4:41] = 1
+    free = drag(gen, start, [[16, 16]], [[16, 30]], method=method)
+    held = drag(gen, start, [[16, 16]], [[16, 30]], mask=mask, method=method)
+    assert held.converged
+    others_free = np.linalg.norm(blobs(gen, free)[1:] - LAYOUT[1:], axis=1).max()
+    others_held = np.linalg.norm(blobs(gen, held)[1:] - LAYOUT[1:], axis=1).max()
+    assert others_free > 3.0 and others_held < others_free / 3
+    change = np.abs(held.image.astype(float) - start.image.astype(float)).mean(axis=-1)
+    assert change[mask == 0].mean() < change[mask == 1].mean() / 5
+
+
+def test_an_empty_or_full_mask_is_no_mask(gen, start):
+    plain = drag(gen, start, [[16, 16]], [[16, 24]], max_steps=12)
+    empty = drag(gen, start, [[16, 16]], [[16, 24]], mask=np.zeros((64, 64)), max_steps=12)
+    full = drag(gen, start, [[16, 16]], [[16, 24]], mask=np.ones((64, 64), bool), max_steps=12)
+    assert plain.trace == empty.trace == full.trace
+
+
+class SpyBackend(AnalyticBackend):
+    """Records the boxes of every feature read (and fills the rest with NaN)."""
+
+    def session(self, start, mask, method):
+        session = super().session(start, mask, method)
+        calls = self.calls = []
+        read = session.features
+
+        def features(latent, boxes=None):
+            calls.append(boxes)
+            return read(latent, boxes)
+
+        session.features = features
+        return session
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    "handles, targets",
+    [
+        ([[16, 16]], [[16, 30]]),
+        ([[16, 16], [48, 44]], [[26, 16], [48, 34]]),
+        ([[1, 48]], [[0, 63]]),
+    ],
+)
+def test_announced_boxes_cover_every_read(gen, start, method, handles, targets):
+    spy = SpyBackend(strict_boxes=True)
+    exact = drag(gen, start, handles, targets, method=method, max_steps=40)
+    boxed = drag(spy, start, handles, targets, method=method, max_steps=40)
+    assert boxed.trace == exact.trace
+    assert spy.calls[0] is None and all(boxes is not None for boxes in spy.calls[1:])
+    assert all(r1 - r0 < 32 or c1 - c0 < 32 for boxes in spy.calls[1:] for r0, c0, r1, c1 in boxes)
+
+
+def test_a_mask_term_reads_the_full_map(start):
+    spy = SpyBackend()
+    mask = np.zeros((64, 64))
+    mask[:32] = 1
+    drag(spy, start, [[16, 16]], [[16, 24]], mask=mask, max_steps=6)
+    assert spy.calls and all(boxes is None for boxes in spy.calls)
+
+
+def test_freedrag_points_stay_on_the_line_to_their_target(gen, start):
+    handle, target = np.array([16.0, 16.0]), np.array([26.0, 30.0])
+    steps, _ = run_all(gen, start, [handle], [target])
+    direction = (target - handle) / np.linalg.norm(target - handle)
+    decisions = {step.decisions[0] for step in steps if step.decisions[0]}
+    assert decisions <= {"A", "B", "C"} and steps[0].decisions == ["A"]
+    for step in steps:
+        offset = step.points[0] - handle
+        assert abs(offset[0] * direction[1] - offset[1] * direction[0]) < 1e-6
+        assert offset @ direction <= np.linalg.norm(target - handle) + 1e-6
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_runs_are_deterministic(gen, start, method):
+    first = drag(gen, start, [[16, 16], [48, 44]], [[22, 26], [40, 44]], method=method)
+    second = drag(gen, start, [[16, 16], [48, 44]], [[22, 26], [40, 44]], method=method)
+    assert first.trace == second.trace
+    assert torch.equal(first.state.latent, second.state.latent)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_stop_keeps_the_state_of_the_last_finished_step(gen, start, method):
+    flag = threading.Event()
+    steps = []
+    it = drag_steps(gen, start, [[16, 16]], [[16, 40]], method=method, stop=flag)
+    while True:
+        try:
+            step = next(it)
+        except StopIteration as end:
+            result = end.value
+            break
+        steps.append(step)
+        if step.index == 3:
+            flag.set()
+    assert [s.index for s in steps] == [1, 2, 3]
+    assert result.stopped and not result.converged and result.steps == 3
+    np.testing.assert_array_equal(result.points, steps[-1].points)
+    three = drag(gen, start, [[16, 16]], [[16, 40]], method=method, max_steps=3)
+    assert torch.equal(result.state.latent, three.state.latent)
+    assert result.report["stopped"] is True and len(result.report["trace"]) == 3
+
+
+def test_stop_accepts_a_callable_and_closing_the_generator_is_clean(gen, start):
+    calls = []
+    result = drag(
+        gen, start, [[16, 16]], [[16, 40]], stop=lambda: len(calls.append(1) or calls) > 5
+    )
+    assert result.stopped and result.steps == 5
+    it = drag_steps(gen, start, [[16, 16]], [[16, 40]])
+    next(it)
+    it.close()
+
+
+def test_previews_come_every_n_steps_and_at_the_last(gen, start):
+    steps, result = run_all(gen, start, [[16, 16]], [[16, 40]], max_steps=10, preview_every=4)
+    with_image = [s.index for s in steps if s.image is not None]
+    assert with_image == [4, 8, 10]
+    np.testing.assert_array_equal(steps[-1].image, result.image)
+    assert steps[-1].image.shape == (64, 64, 3) and steps[-1].image.dtype == np.uint8
+
+
+def test_zero_steps_returns_the_start_image(gen, start):
+    steps, result = run_all(gen, start, [[16, 16]], [[16, 30]], max_steps=0)
+    assert steps == [] and result.steps == 0
+    assert result.image is start.image and result.state is start
+
+
+def test_a_handle_on_its_target_is_done_at_once(gen, start):
+    steps, result = run_all(gen, start, [[16, 16]], [[16, 16]])
+    assert steps == [] and result.converged and result.steps == 0
+    np.testing.assert_array_equal(result.image, start.image)
+
+
+class PoisonedBackend(AnalyticBackend):
+    """Features turn NaN from the ``bad_from``-th gradient step on."""
+
+    def __init__(self, bad_from):
+        super().__init__()
+        self.bad_from = bad_from
+
+    def session(self, start, mask, method):
+        session = AnalyticSession(self, start, mask, method)
+        read, count = session.features, [0]
+
+        def features(latent, boxes=None):
+            out = read(latent, boxes)
+            if torch.is_grad_enabled():
+                count[0] += 1
+                if count[0] >= self.bad_from:
+                    return out * float("nan")
+            return out
+
+        session.features = features
+        return session
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_nan_stops_with_a_clear_error_and_keeps_the_last_good_state(gen, start, method):
+    seen = []
+    with pytest.raises(DivergedError, match="diverged.*step 7.*learning rate") as caught:
+        for step in drag_steps(PoisonedBackend(7), start, [[16, 16]], [[16, 40]], method=method):
+            seen.append(step.index)
+    assert seen == list(range(1, 7))
+    good = caught.value.result
+    assert good.steps == 5 and len(good.trace) == 5
+    five = drag(gen, start, [[16, 16]], [[16, 40]], method=method, max_steps=5)
+    assert torch.equal(good.state.latent, five.state.latent)
+    np.testing.assert_array_equal(good.image, five.image)
+
+
+def test_the_report_has_every_field_and_is_plain_json(gen):
+    start = gen.sample(seed=3)
+    result = drag(gen, start, [[30, 30]], [[30, 36]], max_steps=20)
+    report = json.loads(json.dumps(result.report))
+    for key in ("model", "method", "seed", "image_size", "handles", "targets", "final_points",
+                "steps", "converged", "stopped", "seconds", "seconds_per_step", "device",
+                "parameters", "versions", "trace"):  # fmt: skip
+        assert key in report
+    assert (
+        report["seed"] == 3 and report["model"] == "analytic" and report["image_size"] == [64, 64]
+    )
+    assert set(report["parameters"]) == {f.name for f in fields(FreeDragParams)}
+    assert set(report["versions"]) == {"napari_freedrag", "torch", "numpy", "python"}
+    assert len(report["trace"]) == report["steps"] == result.steps
+    assert set(report["trace"][0]) == {"step", "points", "loss"}
+    assert report["final_points"] == result.points.tolist()
+
+
+def test_overrides_reach_the_run(gen, start):
+    result = drag(gen, start, [[16, 16]], [[16, 30]], method="draggan", lr=0.002, max_steps=7)
+    assert isinstance(result.params, DragGANParams)
+    assert result.params.lr == 0.002 and result.steps == 7
+    assert result.report["parameters"]["lr"] == 0.002
+
+
+@pytest.mark.parametrize(
+    "handles, targets, kwargs, message",
+    [
+        ([[1, 1], [2, 2]], [[3, 3]], {}, "2 handle.*1 target"),
+        (np.zeros((0, 2)), np.zeros((0, 2)), {}, "no handle points"),
+        ([[np.nan, 1]], [[3, 3]], {}, "handle 0 is not a finite"),
+        ([[10, 10], [70, 3]], [[3, 3], [4, 4]], {}, r"handle 1 at \(row 70, col 3\).*64x64"),
+        ([[10, 10]], [[3, -2]], {}, "target 0.*outside"),
+        ([[1, 2, 3]], [[3, 3]], {}, r"\(N, 2\)"),
+        ([[1, 1]], [[3, 3]], {"method": "dragon"}, "unknown method 'dragon'"),
+        ([[1, 1]], [[3, 3]], {"mask": np.ones((32, 32))}, r"mask shape \(32, 32\).*\(64, 64\)"),
+        ([[1, 1]], [[3, 3]], {"mask": np.full((64, 64), 2)}, "0 .keep. or 1"),
+        ([[1, 1]], [[3, 3]], {"gamma": 1}, "unknown parameter 'gamma'.*allowed"),
+        ([[1, 1]], [[3, 3]], {"l": -1}, r"'l' must be a number in \[1e-06, 100.0\]"),
+        ([[1, 1]], [[3, 3]], {"max_steps": 2.5}, "'max_steps' must be an integer"),
+        ([[1, 1]], [[3, 3]], {"patch_units": "cm"}, "'patch_units' must be 'image' or 'feature'"),
+        ([[1, 1]], [[3, 3]], {"stop": 3}, "stop must be"),
+    ],
+)
+def test_bad_input_is_refused_before_any_work(gen, start, handles, targets, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        drag_steps(gen, start, handles, targets, **kwargs)
