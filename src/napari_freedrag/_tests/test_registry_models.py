@@ -17,10 +17,10 @@ from napari_freedrag.models.stylegan2.checkpoint import load_checkpoint, save_ch
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    """An empty NAPARI_FREEDRAG_HOME; returns its checkpoint folder."""
-    monkeypatch.setenv("NAPARI_FREEDRAG_HOME", str(tmp_path / "home"))
-    folder = tmp_path / "home" / "checkpoints"
-    folder.mkdir(parents=True)
+    """An empty checkpoint folder named by NAPARI_FREEDRAG_HOME."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    monkeypatch.setenv("NAPARI_FREEDRAG_HOME", str(folder))
     return folder
 
 
@@ -32,8 +32,10 @@ def tiny64(shared_fixtures):
     return folder, weights, json.loads((folder / "config.json").read_text())
 
 
-def test_checkpoint_dir_follows_napari_freedrag_home(home):
+def test_checkpoint_dir_follows_napari_freedrag_home(home, monkeypatch):
     assert registry.checkpoint_dir() == home
+    monkeypatch.delenv("NAPARI_FREEDRAG_HOME")
+    assert registry.checkpoint_dir().parts[-3:] == (".cache", "napari-freedrag", "checkpoints")
 
 
 def test_category_found_loads_with_its_preset(home, tiny64):

@@ -104,11 +104,12 @@ _cache_lock = threading.Lock()
 
 
 def checkpoint_dir() -> Path:
-    """Where category checkpoints are looked for: ``$NAPARI_FREEDRAG_HOME/checkpoints``,
-    by default ``~/.cache/napari-freedrag/checkpoints``."""
-    root = os.environ.get("NAPARI_FREEDRAG_HOME")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "napari-freedrag"
-    return base / "checkpoints"
+    """Where category checkpoints are looked for: ``$NAPARI_FREEDRAG_HOME`` when set,
+    else ``~/.cache/napari-freedrag/checkpoints``."""
+    folder = os.environ.get("NAPARI_FREEDRAG_HOME")
+    if folder:
+        return Path(folder).expanduser()
+    return Path.home() / ".cache" / "napari-freedrag" / "checkpoints"
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
