@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
     demo.add_argument("--model", default="cells", help="model to drag with")
+    demo.add_argument("--max-steps", type=int, default=100, help="optimiser steps at most")
     for name, (_, summary) in PASSTHROUGH.items():
         commands.add_parser(name, help=f"{summary} (options: {PROG} {name} --help)")
     return parser
@@ -133,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from napari_freedrag.demo import run_demo
 
-            run_demo(args.out, model=args.model)
+            run_demo(args.out, model=args.model, max_steps=args.max_steps)
             return 0
         return _open_viewer(args.model)
     except (UsageError, FreeDragError) as exc:
