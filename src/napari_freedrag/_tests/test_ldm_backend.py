@@ -197,3 +197,13 @@ def test_lora_trains_once_and_is_reused_from_the_cache(tiny_folder, monkeypatch)
     assert plain.info["lora"] is None and not torch.equal(plain.latent, first.latent)
     with pytest.raises(AssertionError, match="trained again"):
         second_gen.invert(image, lora_steps=3)
+
+
+def test_a_seed_gives_a_generated_start_that_can_be_dragged(gen):
+    start = gen.sample(seed=3)
+    assert start.image.shape == (TINY_NATIVE_SIZE, TINY_NATIVE_SIZE, 3)
+    assert start.info["seed"] == 3 and start.extra["source"] is None
+    np.testing.assert_array_equal(gen.sample(seed=3).image, start.image)  # deterministic
+    assert not np.array_equal(gen.sample(seed=4).image, start.image)
+    session = gen.session(start, None, "freedrag")
+    assert session.features(session.latent).shape[1:] == (32, 32)

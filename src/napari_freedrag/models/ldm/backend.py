@@ -118,22 +118,6 @@ def resolve_model_folder(spec: str) -> Path:
     raise ModelError(f"Stable Diffusion folder {spec} does not exist; " + _HOW_TO_GET)
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or mps") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda requested but no CUDA GPU is available: use --device cpu")
-    return resolved
-
-
 def load_ldm(
     spec: str,
     device: str | torch.device = "auto",
@@ -150,6 +134,8 @@ def load_ldm(
     """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
+
+    from napari_freedrag.models.registry import resolve_device
 
     spec = str(spec).removeprefix("ldm:")
     folder = resolve_model_folder(spec)
