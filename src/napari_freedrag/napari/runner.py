@@ -49,6 +49,7 @@ class _Job:
     preview_every: int | None
     params: dict[str, Any]
     keep_frames: bool
+    steps: Any = None  # the engine's step generator
     frames: list[np.ndarray] = field(default_factory=list)
     started: float = 0.0
     snapshot: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +72,18 @@ def controller_for(viewer) -> DragController:
     if controller is None:
         controller = _CONTROLLERS[viewer] = DragController(viewer)
     return controller
+
+
+@dataclass
+class _Failure:
+    """An exception handed out of a worker as its return value.
+
+    superqt drops a ``RuntimeError`` raised inside a worker (it takes it for a deleted Qt
+    object) without emitting ``errored`` or ``finished``; torch raises RuntimeErrors
+    (out of memory among them), so every error travels as a value instead.
+    """
+
+    error: Exception
 
 
 class DragController:
@@ -238,41 +251,30 @@ class DragController:
             mask = self.layers.mask_array(size)
         else:
             mask = L.check_mask(mask, size)
-        _check_params(record.backend, method, size, params, max_steps)
-        return _Job(
-            record,
-            parent,
-            handles,
-            targets,
-            mask,
-            method,
-            max_steps,
-            preview_every,
-            params,
-            keep_frames=False,
-        )
+        job = _Job(
+            record, parent, handles, targets, mask, method, max_steps, preview_every,
+            params, keep_frames=False,
+        )  # fmt: skip
+        from napari_freedrag.engine.run import drag_steps
+
+        # The engine checks its arguments when called, before the first step: a bad
+        # parameter is reported here, in the main thread, with nothing changed yet.
+        job.steps = drag_steps(
+            record.backend, record.state, handles, targets, mask, method,
+            max_steps=max_steps, preview_every=preview_every, stop=self._stop, **params,
+        )  # fmt: skip
+        return job
 
     def _refuse_if_busy(self):
         if self._busy:
             raise InputError("FreeDrag is already running: wait for it to finish or press Stop")
 
-    def _steps(self, job: _Job):
-        from napari_freedrag.engine.run import drag_steps
-
-        return (
-            yield from drag_steps(
-                job.record.backend,
-                job.record.state,
-                job.handles,
-                job.targets,
-                job.mask,
-                job.method,
-                max_steps=job.max_steps,
-                preview_every=job.preview_every,
-                stop=self._stop,
-                **job.params,
-            )
-        )
+    @staticmethod
+    def _steps(job: _Job):
+        try:
+            return (yield from job.steps)
+        except Exception as exc:
+            return _Failure(exc)
 
     def _begin(self, job: _Job):
         from napari.utils import progress
@@ -375,11 +377,19 @@ class DragController:
 
     def _run_async(self, job: _Job):
         self._begin(job)
+
+        def returned(result):
+            if isinstance(result, _Failure):
+                self._on_error(job, result.error)
+                notify_error(result.error)
+            else:
+                self._on_result(job, result)
+
         worker = self._make_worker(
             self._steps,
             job,
             yielded=lambda step: self._on_step(job, step),
-            returned=lambda result: self._on_result(job, result),
+            returned=returned,
             errored=lambda exc: (self._on_error(job, exc), notify_error(exc)),
             finished=lambda: self._end(job),
         )
@@ -395,8 +405,17 @@ class DragController:
             self.status.emit(f"failed: {one_line(exc)}")
             notify_error(exc)
 
+        def guarded():
+            try:
+                return func()
+            except Exception as exc:
+                return _Failure(exc)
+
+        def done(out):
+            failed(out.error) if isinstance(out, _Failure) else returned(out)
+
         worker = self._make_worker(
-            func, returned=returned, errored=failed, finished=lambda: self._set_busy(False)
+            guarded, returned=done, errored=failed, finished=lambda: self._set_busy(False)
         )
         worker.start()
         return worker
@@ -425,14 +444,15 @@ class DragController:
 
     def save_selected(self, path) -> Any:
         """Write the selected edit to PNG/TIFF with its instruction and parameters inside."""
-        from napari_freedrag.io import write_image
+        from napari_freedrag.io import provenance_from_report, write_image
 
         edits = self.layers.edits
         if edits is None:
             raise InputError("there is no edit to save yet: press 'New image' and Run first")
         index = self.layers.selected_slice()
         entry = dict(edits.metadata["edits"][index])
-        return write_image(path, np.asarray(edits.data[index]), entry)
+        provenance = {**provenance_from_report(entry), "slice": index, "edit": entry}
+        return write_image(path, np.asarray(edits.data[index]), provenance)
 
 
 def check_points(handles, targets, image_size) -> tuple[np.ndarray, np.ndarray]:
@@ -458,17 +478,6 @@ def check_points(handles, targets, image_size) -> tuple[np.ndarray, np.ndarray]:
                     f"{height}x{width} image: move it onto the image"
                 )
     return handles, targets
-
-
-def _check_params(backend, method, size, params, max_steps) -> None:
-    """Reject bad parameters before the worker starts (the engine checks them again)."""
-    if max_steps is not None and (int(max_steps) != max_steps or max_steps < 0):
-        raise InputError(f"max steps must be a whole number >= 0, got {max_steps}")
-    try:
-        from napari_freedrag.engine.presets import apply_overrides
-    except ImportError:
-        return
-    apply_overrides(backend.preset(method, size), dict(params))
 
 
 def _preset_value(record, method, name, default=300):
@@ -532,6 +541,11 @@ def one_line(exc: BaseException) -> str:
     """The message a user reads: FreeDragErrors as written, bugs with their type."""
     if isinstance(exc, FreeDragError):
         text = str(exc)
+    elif "out of memory" in str(exc).lower():
+        text = (
+            "out of memory on the model's device: use a smaller model or image, free memory "
+            "used by other programs, or choose device 'cpu'"
+        )
     else:
         text = f"unexpected {type(exc).__name__}: {exc} (see the log for details)"
     return " ".join(text.split())

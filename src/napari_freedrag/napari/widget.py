@@ -45,6 +45,7 @@ class FreeDragWidget(Container):
         #: A backend object to use instead of loading the model field (tests, scripts).
         self.backend = backend
         self.last_worker = None
+        self._preset_key = None
 
         self.model = ComboBox(label="model", choices=_model_choices(), value="cells")
         self.model_path = FileEdit(label="model file", mode="r", visible=False)
@@ -210,7 +211,14 @@ class FreeDragWidget(Container):
         self.apply_preset(backend, self.method.value, image_size)
 
     def apply_preset(self, backend, method: str, image_size) -> None:
-        """Show a backend's preset values in the parameter fields."""
+        """Show a backend's preset values in the parameter fields.
+
+        Only when the kind of model, method or size changes: a new seed keeps the user's
+        own settings."""
+        key = (backend.kind, getattr(backend, "category", None), method, tuple(image_size))
+        if key == self._preset_key:
+            return
+        self._preset_key = key
         preset = backend.preset(method, tuple(image_size))
         for field, name in PARAM_FIELDS.items():
             if hasattr(preset, name):

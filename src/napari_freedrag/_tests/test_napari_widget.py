@@ -1,0 +1,326 @@
+"""The napari experience: the FreeDrag dock widget, its layers, Run / Stop, bad input.
+
+A tiny random-weight StyleGAN2 (32 px, about 0.1 s a step) stands in for a trained model:
+these tests check what the user sees in the viewer, not picture quality.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_freedrag.napari import layers as L
+
+pytestmark = pytest.mark.napari
+napari = pytest.importorskip("napari")
+
+TINY = {
+    "z_dim": 16,
+    "c_dim": 0,
+    "w_dim": 16,
+    "img_resolution": 32,
+    "img_channels": 3,
+    "mapping_kwargs": {"num_layers": 2},
+    "channel_base": 256,
+    "channel_max": 16,
+}
+
+
+def tiny_backend():
+    from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
+    from napari_freedrag.models.stylegan2.network import Generator
+
+    torch.manual_seed(0)
+    return StyleGAN2Backend(Generator(**TINY), "tiny")
+
+
+class BrokenBackend:
+    """A backend whose edits crash inside the worker, as a bug would."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name, self.kind, self.device = inner.name, inner.kind, inner.device
+
+    def preset(self, method, image_size):
+        return self.inner.preset(method, image_size)
+
+    def sample(self, seed, truncation=0.7):
+        return self.inner.sample(seed, truncation)
+
+    def session(self, start, mask, method):
+        raise RuntimeError("simulated crash inside the worker")
+
+
+@pytest.fixture
+def notes():
+    """Messages of every napari notification shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[str] = []
+
+    def record(event):
+        seen.append(str(getattr(event, "message", event)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture
+def widget(make_napari_viewer, qtbot):
+    """A docked FreeDrag widget showing seed 0 of the tiny model."""
+    from napari_freedrag.napari.widget import FreeDragWidget
+
+    viewer = make_napari_viewer()
+    w = FreeDragWidget(viewer, backend=tiny_backend())
+    viewer.window.add_dock_widget(w, name="FreeDrag")
+    worker = w.new_image()
+    qtbot.waitUntil(lambda: not w.controller.running, timeout=30_000)
+    w.max_steps.value = 6
+    assert worker is not None and L.EDITS in viewer.layers
+    return w
+
+
+def wait_run(qtbot, w, worker):
+    assert worker is not None, "Run did not start"
+    qtbot.waitUntil(lambda: not w.controller.running, timeout=60_000)
+
+
+def layer_snapshot(viewer):
+    return {
+        layer.name: (np.array(layer.data, copy=True), repr(layer.metadata))
+        for layer in viewer.layers
+    }
+
+
+def assert_unchanged(viewer, before):
+    after = layer_snapshot(viewer)
+    assert list(after) == list(before)
+    for name, (data, meta) in before.items():
+        np.testing.assert_array_equal(after[name][0], data, err_msg=f"layer {name!r} changed")
+        assert after[name][1] == meta, f"metadata of {name!r} changed"
+
+
+def test_whole_flow_place_points_run_and_keep_the_edit(widget, qtbot):
+    viewer = widget.viewer
+    assert viewer.layers[L.EDITS].data.shape == (1, 32, 32, 3)
+    assert viewer.layers[L.WORKING].metadata["generated"] is True
+    viewer.layers[L.HANDLES].add([[16.0, 8.0]])
+    viewer.layers[L.TARGETS].add([[16.0, 24.0]])
+    arrows = viewer.layers[L.ARROWS].data
+    np.testing.assert_allclose(arrows[0], [[16, 8], [0, 16]])  # arrow handle -> target
+
+    previews = []
+    worker = widget.run()
+    worker.yielded.connect(lambda step: previews.append(step.index))
+    assert not widget.run_button.enabled and widget.stop_button.enabled
+    wait_run(qtbot, widget, worker)
+
+    edits = viewer.layers[L.EDITS]
+    assert edits.data.shape[0] == 2
+    assert widget.run_button.enabled
+    moved = viewer.layers[L.HANDLES].data[0]
+    assert abs(moved[1] - 24.0) < 16.0 - 2.0, "the handle should have moved toward the target"
+    entry = edits.metadata["edits"][1]
+    assert entry["generated"] is True and entry["method"] == "freedrag"
+    assert entry["instruction"]["handles"] == [[16.0, 8.0]]
+    assert entry["instruction"]["targets"] == [[16.0, 24.0]]
+    assert entry["instruction"]["continued_from_slice"] == 0
+    assert entry["parameters"]["max_steps"] == 6 and entry["model"] == "tiny"
+    np.testing.assert_array_equal(viewer.layers[L.WORKING].data, edits.data[1])
+    assert widget.controller.layers.selected_slice() == 1
+    assert "edit 1" in widget.status.value
+    # the arrow follows the moved handle
+    np.testing.assert_allclose(viewer.layers[L.ARROWS].data[0, 0], moved)
+
+
+def test_stop_keeps_the_last_finished_step(widget, qtbot):
+    viewer = widget.viewer
+    viewer.layers[L.HANDLES].add([[10.0, 10.0]])
+    viewer.layers[L.TARGETS].add([[10.0, 30.0]])
+    widget.max_steps.value = 500
+    worker = widget.run()
+    worker.yielded.connect(lambda step: widget.stop_button.clicked.emit())
+    wait_run(qtbot, widget, worker)
+    entry = viewer.layers[L.EDITS].metadata["edits"][-1]
+    assert entry["stopped"] is True
+    assert 1 <= entry["steps"] < 500
+    assert "stopped" in widget.status.value
+    np.testing.assert_allclose(
+        viewer.layers[L.HANDLES].data[0], entry["instruction"]["final_points"][0]
+    )
+
+
+def test_run_on_an_earlier_slice_continues_from_it(widget, qtbot):
+    from napari_freedrag.napari.api import napari_drag
+
+    viewer = widget.viewer
+    for target in ([16.0, 26.0], [4.0, 26.0]):
+        napari_drag(viewer, handles=[[16.0, 6.0]], targets=[target], max_steps=4)
+    edits = viewer.layers[L.EDITS]
+    assert edits.data.shape[0] == 3
+    assert not np.array_equal(edits.data[1], edits.data[2])
+
+    widget.controller.layers.select_slice(1)  # step back: undo the second edit
+    np.testing.assert_array_equal(viewer.layers[L.WORKING].data, edits.data[1])
+    widget.max_steps.value = 0  # 0 steps renders the start state unchanged
+    wait_run(qtbot, widget, widget.run())
+    assert edits.data.shape[0] == 4
+    np.testing.assert_array_equal(edits.data[3], edits.data[1])
+    assert edits.metadata["edits"][3]["parent"] == 1
+
+
+def _unequal(viewer):
+    viewer.layers[L.HANDLES].add([[5.0, 5.0], [6.0, 6.0]])
+    viewer.layers[L.TARGETS].add([[9.0, 9.0]])
+
+
+def _no_points(viewer):
+    pass
+
+
+def _outside(viewer):
+    viewer.layers[L.HANDLES].add([[5.0, 5.0]])
+    viewer.layers[L.TARGETS].add([[5.0, 40.0]])
+
+
+def _wrong_mask(viewer):
+    _outside(viewer)
+    viewer.layers[L.TARGETS].data = [[5.0, 20.0]]
+    viewer.layers[L.MASK].data = np.ones((8, 8), np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (_unequal, "2 handle(s) but 1 target(s)"),
+        (_no_points, "no drag points"),
+        (_outside, "outside the 32x32 image"),
+        (_wrong_mask, "the mask is 8x8 but the image is 32x32"),
+    ],
+)
+def test_bad_points_and_masks_notify_and_change_nothing(widget, notes, setup, message):
+    setup(widget.viewer)
+    before = layer_snapshot(widget.viewer)
+    assert widget.run() is None
+    assert any(message in note for note in notes), notes
+    assert not widget.controller.running and widget.run_button.enabled
+    assert_unchanged(widget.viewer, before)
+
+
+def test_run_while_running_is_refused(widget, qtbot, notes):
+    viewer = widget.viewer
+    viewer.layers[L.HANDLES].add([[10.0, 10.0]])
+    viewer.layers[L.TARGETS].add([[10.0, 30.0]])
+    worker = widget.run()
+    assert widget.run() is None
+    assert any("already running" in note for note in notes)
+    wait_run(qtbot, widget, worker)
+    assert viewer.layers[L.EDITS].data.shape[0] == 2  # one run, one edit
+
+
+def test_a_crash_in_the_worker_is_a_notification_and_changes_nothing(widget, qtbot, notes):
+    viewer = widget.viewer
+    record = widget.controller.layers.records()[0]
+    record.backend = BrokenBackend(record.backend)
+    viewer.layers[L.HANDLES].add([[10.0, 10.0]])
+    viewer.layers[L.TARGETS].add([[10.0, 30.0]])
+    before = layer_snapshot(viewer)
+    wait_run(qtbot, widget, widget.run())
+    assert any("simulated crash inside the worker" in note for note in notes), notes
+    assert_unchanged(viewer, before)
+    assert widget.run_button.enabled
+
+
+def test_missing_and_hostile_model_files_notify(widget, qtbot, notes, tmp_path):
+    import pickle
+
+    pytest.importorskip("napari_freedrag.models.registry")
+
+    class Hostile:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    hostile = tmp_path / "hostile.pkl"
+    hostile.write_bytes(pickle.dumps({"G_ema": Hostile()}))
+    widget.backend = None
+    before = layer_snapshot(widget.viewer)
+    for path in (tmp_path / "missing.pkl", hostile):
+        widget.set_model(str(path))
+        assert widget.model_spec() == str(path)
+        worker = widget.new_image()
+        qtbot.waitUntil(lambda: not widget.controller.running, timeout=30_000)
+        assert worker is not None
+    assert len(notes) == 2, notes
+    assert "missing.pkl" in notes[0] and "hostile.pkl" in notes[1]
+    assert_unchanged(widget.viewer, before)
+
+
+def test_points_are_converted_from_world_to_image_pixels(make_napari_viewer):
+    viewer = make_napari_viewer()
+    owned = L.OwnedLayers(viewer)
+    image = np.zeros((20, 30, 3), np.uint8)
+    owned.start_stack(image, {"model": "x"}, L.EditRecord(None, None), ((2.0, 0.5), (100.0, 7.0)))
+    assert viewer.layers[L.EDITS].scale[-2:].tolist() == [2.0, 0.5]
+    handles = viewer.layers[L.HANDLES]
+    handles.scale, handles.translate = (1.0, 1.0), (0.0, 0.0)  # a user re-scaled the layer
+    world = [100.0 + 2.0 * 4, 7.0 + 0.5 * 12]  # where image pixel (4, 12) is drawn
+    handles.add(handles.world_to_data(world))
+    np.testing.assert_allclose(owned.points_in_image(L.HANDLES), [[4.0, 12.0]])
+    owned.set_points_from_image(L.TARGETS, [[10.0, 20.0]])
+    np.testing.assert_allclose(viewer.layers[L.ARROWS].data[0], [[108, 13], [12, 4]])
+
+
+def test_frames_saving_and_provenance(widget, qtbot, tmp_path):
+    from napari_freedrag.io import read_provenance
+    from napari_freedrag.napari.export import export_frames
+
+    viewer = widget.viewer
+    viewer.layers[L.HANDLES].add([[16.0, 8.0]])
+    viewer.layers[L.TARGETS].add([[16.0, 20.0]])
+    widget.keep_frames.value = True
+    widget.preview_every.value = 2
+    wait_run(qtbot, widget, widget.run())
+    frames = viewer.layers[L.FRAMES]
+    assert frames.data.shape[1:] == (32, 32, 3) and frames.data.shape[0] >= 3
+    assert frames.metadata["generated"] is True
+    written = export_frames(frames, tmp_path / "frames")
+    assert len(list(written.glob("frame_*.png"))) == frames.data.shape[0]
+    assert export_frames(frames, tmp_path / "run.gif").stat().st_size > 0
+
+    widget.save_path.value = tmp_path / "edit.png"
+    saved = widget.save()
+    record = read_provenance(saved)
+    assert record["model"] == "tiny" and record["instruction"] == "drag (16, 8) -> (16, 20)"
+    assert record["parameters"]["max_steps"] == 6 and record["edit"]["generated"] is True
+
+
+def test_close_and_reopen_keeps_edits_without_piling_up_listeners(widget, qtbot):
+    from napari_freedrag.napari.widget import FreeDragWidget
+
+    viewer = widget.viewer
+    controller = widget.controller
+    listeners = len(viewer.dims.events.point.callbacks)
+    viewer.window.remove_dock_widget(widget.native.parent())
+    qtbot.wait(10)
+    again = FreeDragWidget(viewer, backend=tiny_backend())
+    viewer.window.add_dock_widget(again, name="FreeDrag")
+    assert again.controller is controller
+    assert len(viewer.dims.events.point.callbacks) == listeners
+    assert len(again.controller.layers.records()) == 1
+    viewer.layers[L.HANDLES].add([[3.0, 3.0]])
+    viewer.layers[L.TARGETS].add([[3.0, 9.0]])
+    assert len(viewer.layers[L.ARROWS].data) == 1
+    again.max_steps.value = 2
+    wait_run(qtbot, again, again.run())
+    assert viewer.layers[L.EDITS].data.shape[0] == 2
+
+
+def test_widget_is_contributed_to_napari(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-freedrag", "FreeDrag")
+    from napari_freedrag.napari.widget import FreeDragWidget
+
+    assert isinstance(w, FreeDragWidget)
+    assert "cells" in w.model.choices and w.device.value == "auto"
