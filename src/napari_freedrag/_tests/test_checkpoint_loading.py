@@ -325,3 +325,12 @@ def test_plain_torch_submodules_inside_a_network_are_read_not_run(tmp_path, tiny
     assert "torch.nn.modules.linear.Linear" in nv.pickle_globals(path)
     _, state_dict = load_checkpoint(path)
     assert_same_weights(state_dict, weights)
+
+
+def test_tensor_reaching_past_its_stored_data_is_corrupt(tmp_path):
+    storage = torch.arange(4, dtype=torch.float32).storage()
+    oversized = nv.Reduce(torch._utils._rebuild_tensor_v2, storage, 0, (10**6,), (1,), False, None)
+    path = tmp_path / "oversized.pkl"
+    nv.write_pickle(path, {"G_ema": oversized})
+    with pytest.raises(ModelError, match="reaches past its stored data"):
+        load_checkpoint(path)

@@ -132,11 +132,19 @@ def _reconstruct_persistent_obj(meta):
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
-    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
+    """A view on a loaded storage; it must lie inside the stored data (torch would
+    otherwise silently grow the storage with uninitialised memory)."""
+    if not isinstance(storage, torch.TypedStorage):
         raise ModelError(
             f"a tensor in the file is built on a {type(storage).__name__}, not a storage"
         )
-    return torch._utils._rebuild_tensor(storage, int(storage_offset), tuple(size), tuple(stride))
+    offset, size, stride = int(storage_offset), tuple(map(int, size)), tuple(map(int, stride))
+    if len(size) != len(stride) or min((offset, *size, *stride)) < 0:
+        raise ModelError("a tensor in the file has a malformed shape")
+    end = offset + sum((n - 1) * step for n, step in zip(size, stride, strict=True)) + 1
+    if all(size) and end > storage.size():
+        raise ModelError("a tensor in the file reaches past its stored data (corrupt file)")
+    return torch._utils._rebuild_tensor(storage, offset, size, stride)
 
 
 def _rebuild_parameter(data, *_ignored):
