@@ -174,6 +174,13 @@ class StyleGAN2Session:
                 for layer, w_index in self._layers
                 if w_index >= n_trainable
             }
+            # Trainable layers modulate activations (input gradients only, no weight
+            # gradients); their demodulation needs only these per-layer sums.
+            self._weight_sq = {
+                w_index: layer.weight_sq()
+                for layer, w_index in self._layers
+                if w_index < n_trainable
+            }
         self._outside = self._outside_mask(mask)
         self._initial_features = None
         if self._outside is not None:
@@ -220,9 +227,15 @@ class StyleGAN2Session:
     def _full_ws(self, latent: torch.Tensor) -> torch.Tensor:
         return torch.cat([latent.detach().to(self._frozen_ws.device), self._frozen_ws], dim=1)
 
-    def _weight(self, layer: SynthesisLayer, w_index: int, latent: torch.Tensor) -> torch.Tensor:
+    def _apply(self, layer: SynthesisLayer, w_index: int, latent: torch.Tensor, x, **region):
+        """One layer: cached weights when its style is frozen, styles on activations if not."""
         frozen = self._frozen_weights.get(w_index)
-        return frozen if frozen is not None else layer.modulated_weight(latent[:, w_index])
+        if frozen is not None:
+            return layer(x, weight=frozen, noise_mode="const", **region)
+        return layer(
+            x, latent[:, w_index], noise_mode="const", fused=False,
+            weight_sq=self._weight_sq[w_index], **region,
+        )  # fmt: skip
 
     def _run_layers(self, latent: torch.Tensor, regions: list[Rect | None]) -> list[torch.Tensor]:
         """The feature block's output over each region (``None``: the full map).
@@ -239,17 +252,14 @@ class StyleGAN2Session:
         )  # fmt: skip
         x = self._synthesis.b4.const.unsqueeze(0)
         for layer, w_index in self._layers[:first_partial]:
-            x = layer(x, weight=self._weight(layer, w_index, latent), noise_mode="const")
+            x = self._apply(layer, w_index, latent, x)
         tiles = []
         for plan in plans:
             tile, have = x, None
             for (layer, w_index), out_rect in list(zip(self._layers, plan, strict=True))[
                 first_partial:
             ]:
-                weight = self._weight(layer, w_index, latent)
-                tile = layer(
-                    tile, weight=weight, noise_mode="const", in_rect=have, out_rect=out_rect
-                )
+                tile = self._apply(layer, w_index, latent, tile, in_rect=have, out_rect=out_rect)
                 have = out_rect
             tiles.append(tile)
         return tiles

@@ -252,6 +252,10 @@ class SynthesisLayer(nn.Module):
         """``(B, out, in, 3, 3)`` demodulated weights for W vectors ``w`` ``(B, w_dim)``."""
         return modulate(self.weight, self.affine(w), demodulate=True)
 
+    def weight_sq(self) -> torch.Tensor:
+        """``(out, in)`` squared weights summed over the kernel: demodulation without modulating."""
+        return self.weight.square().sum(dim=[2, 3])
+
     def forward(
         self,
         x: torch.Tensor,
@@ -259,15 +263,19 @@ class SynthesisLayer(nn.Module):
         noise_mode: str = "const",
         *,
         weight: torch.Tensor | None = None,
+        fused: bool | None = None,
+        weight_sq: torch.Tensor | None = None,
         in_rect: Rect | None = None,
         out_rect: Rect | None = None,
     ) -> torch.Tensor:
         """Apply the layer to ``x`` (the input map, or its region ``in_rect``).
 
         Either ``w`` (B, w_dim) or a precomputed ``weight`` from :meth:`modulated_weight`.
-        ``out_rect`` (default: the whole map) selects the output region; ``x`` must cover at
-        least :func:`input_rect` of it clipped to the map. Values inside the region equal
-        those of the full computation.
+        With ``w``, ``fused`` (default: for single samples) modulates the weights; otherwise
+        the styles scale the activations and the shared weights stay out of autograd's
+        way (``weight_sq``: a cached :meth:`weight_sq`). ``out_rect`` (default: the whole
+        map) selects the output region; ``x`` must cover at least :func:`input_rect` of it
+        clipped to the map. Values inside the region equal those of the full computation.
         """
         n_in = self.resolution // self.up
         full = (0, self.resolution, 0, self.resolution)
@@ -280,13 +288,13 @@ class SynthesisLayer(nn.Module):
         elif top or bottom or left or right:
             x = F.pad(x, [left, right, top, bottom])
         batch = x.shape[0]
-        if weight is None and batch > 1 and w is not None:
-            # Shared weights, styles on the activations: the efficient form for batches.
+        if weight is None and not (batch == 1 if fused is None else fused):
             styles = self.affine(w)
-            x = x * styles.reshape(batch, -1, 1, 1)
+            x = x * styles.reshape(batch, -1, 1, 1).to(x.dtype)
             y = self._conv(x, self.weight.to(x.dtype), out_rect, padding)
-            dcoefs = demodulation(modulate(self.weight, styles, demodulate=False))
-            y = y * dcoefs.reshape(batch, -1, 1, 1)
+            weight_sq = self.weight_sq() if weight_sq is None else weight_sq
+            dcoefs = (styles.square() @ weight_sq.t() + 1e-8).rsqrt()
+            y = y * dcoefs.reshape(batch, -1, 1, 1).to(y.dtype)
         else:
             if weight is None:
                 weight = self.modulated_weight(w)
@@ -320,11 +328,14 @@ class SynthesisLayer(nn.Module):
             return F.conv2d(x, weight, padding=padding, groups=groups)
         out_ch = weight.shape[0] // groups
         in_ch = weight.shape[1]
-        wt = (
-            weight.reshape(groups, out_ch, in_ch, 3, 3)
-            .transpose(1, 2)
-            .reshape(groups * in_ch, out_ch, 3, 3)
-        )
+        if groups == 1:
+            wt = weight.transpose(0, 1)  # a view: no copy of the weights per call
+        else:
+            wt = (
+                weight.reshape(groups, out_ch, in_ch, 3, 3)
+                .transpose(1, 2)
+                .reshape(groups * in_ch, out_ch, 3, 3)
+            )
         t = F.conv_transpose2d(x, wt, stride=2, groups=groups)
         # t[i] sits at transposed-output coordinate 2*v0 + i; keep o-1 .. o+2 for every o.
         v = input_rect(out_rect, self.up)
