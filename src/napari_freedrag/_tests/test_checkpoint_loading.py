@@ -334,3 +334,13 @@ def test_tensor_reaching_past_its_stored_data_is_corrupt(tmp_path):
     nv.write_pickle(path, {"G_ema": oversized})
     with pytest.raises(ModelError, match="reaches past its stored data"):
         load_checkpoint(path)
+
+
+def test_network_with_a_malformed_module_state_is_an_unknown_layout(tmp_path, tiny64):
+    _, weights, config = tiny64
+    generator = nv.generator_object(weights, config)
+    generator.meta["state"]["_modules"]["mapping"].meta["state"]["_parameters"] = ["not", "a dict"]
+    path = tmp_path / "odd.pkl"
+    nv.write_pickle(path, {"G_ema": generator})
+    with pytest.raises(ModelError, match="odd.pkl: unknown network layout inside the pickle"):
+        load_checkpoint(path)

@@ -232,8 +232,8 @@ class _WeightsOnlyUnpickler(pickle.Unpickler):
                 f"refusing to load {self._source_name}: a tensor inside the file asks to run "
                 f"{what}; napari-freedrag only reads weights"
             ) from None
-        if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
-            raise ModelError(f"{self._source_name}: a tensor storage blob holds no storage")
+        if not isinstance(storage, torch.TypedStorage):
+            raise ModelError(f"{self._source_name}: a tensor storage blob holds no typed storage")
         return storage
 
 
@@ -285,6 +285,8 @@ def _plain(value):
 
 def _walk_module(record, prefix: str, out: dict[str, torch.Tensor], source: str) -> None:
     state = getattr(record, "state", {})
+    if not isinstance(state, dict):
+        raise ModelError(f"{source}: module {prefix.rstrip('.') or 'G_ema'} has no readable state")
     skipped = set(state.get("_non_persistent_buffers_set") or ())
     for group in ("_parameters", "_buffers"):
         for name, tensor in (state.get(group) or {}).items():
@@ -574,7 +576,14 @@ def load_checkpoint(path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise ModelError(f"checkpoint file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".pkl" and not zipfile.is_zipfile(path):
-        config, state_dict = _records_to_checkpoint(_unpickle(path), path.name)
+        records = _unpickle(path)
+        try:
+            config, state_dict = _records_to_checkpoint(records, path.name)
+        except (AttributeError, TypeError, ValueError, KeyError, RecursionError) as exc:
+            raise ModelError(
+                f"{path.name}: unknown network layout inside the pickle ({type(exc).__name__}: "
+                f"{exc}); napari-freedrag reads NVIDIA StyleGAN2 pickles"
+            ) from None
     elif suffix in (".pkl", ".pt", ".pth"):
         config, state_dict = _load_torch_file(path)
     elif suffix == ".safetensors":
