@@ -14,7 +14,7 @@ feature pixels (DragDiffusion).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -43,6 +43,30 @@ def motion_region(point: torch.Tensor, radius: float, shape: str) -> torch.Tenso
     return pixels[inside] if bool(inside.any()) else centre[None]
 
 
+def upsampled_position(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Where image pixel ``q`` reads the feature map when it is upsampled to image size."""
+    return (q + 0.5) * scale - 0.5
+
+
+def track(
+    features: torch.Tensor,
+    points: torch.Tensor,
+    initial: torch.Tensor,
+    radius: float,
+    bounds: torch.Tensor,
+    to_map: Callable[[torch.Tensor], torch.Tensor],
+    metric: str,
+) -> torch.Tensor:
+    """Each point moved to the whole pixel, within ``radius`` (a square) and the image,
+    whose feature is nearest (``"l1"`` or ``"l2"``) to its initial feature ``(N, C)``."""
+    offsets = _grid(math.ceil(radius))
+    candidates = torch.minimum((points.round()[:, None, :] + offsets).clamp(min=0), bounds)
+    diff = sample(features, to_map(candidates)) - initial[:, None, :]
+    distance = diff.pow(2).sum(dim=-1) if metric == "l2" else diff.abs().sum(dim=-1)
+    best = distance.argmin(dim=1).cpu()
+    return candidates[torch.arange(len(points)), best]
+
+
 def run_draggan(
     session,
     handles: np.ndarray,
@@ -60,11 +84,10 @@ def run_draggan(
     if params.snap_to_feature_grid:
         p, t = (p * scale / unit).round() * unit / scale, (t * scale / unit).round() * unit / scale
     bounds = torch.tensor([height - 1, width - 1], dtype=torch.float64) * unit
-    track_offsets = _grid(math.ceil(params.track_radius))
     reach = max(math.ceil(params.track_radius), math.ceil(params.motion_radius) + 1) + 1
 
     def to_map(q: torch.Tensor) -> torch.Tensor:
-        return (q + 0.5) * scale - 0.5 if params.units == "image" else q
+        return upsampled_position(q, scale) if params.units == "image" else q
 
     def image_points(p: torch.Tensor) -> np.ndarray:
         return (p / unit).numpy().copy()
@@ -83,17 +106,6 @@ def run_draggan(
             return None
         corners = torch.tensor([[-reach, -reach], [reach, reach]], dtype=torch.float64)
         return [box_around(to_map(p[i] + corners), shape) for i in range(n)]
-
-    def track(current: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        candidates = torch.minimum((p.round()[:, None, :] + track_offsets).clamp(min=0), bounds)
-        values = sample(current, to_map(candidates))
-        diff = values - initial[:, None, :]
-        if params.track_metric == "l2":
-            distance = diff.pow(2).sum(dim=-1)
-        else:
-            distance = diff.abs().sum(dim=-1)
-        best = distance.argmin(dim=1).cpu()
-        return candidates[torch.arange(n), best]
 
     def motion(current: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         losses = []
@@ -121,7 +133,8 @@ def run_draggan(
         with torch.set_grad_enabled(step < params.max_steps):
             current = session.features(latent, boxes(p))
         if step > 0:
-            p = track(current.detach(), p)
+            p = track(current.detach(), p, initial, params.track_radius, bounds, to_map,
+                      params.track_metric)  # fmt: skip
             done = reached(p)
         if pending is not None:
             pending.points = image_points(p)
