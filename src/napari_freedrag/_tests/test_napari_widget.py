@@ -324,3 +324,33 @@ def test_widget_is_contributed_to_napari(make_napari_viewer):
 
     assert isinstance(w, FreeDragWidget)
     assert "cells" in w.model.choices and w.device.value == "auto"
+
+
+def test_clicks_alternate_between_handles_and_targets(widget):
+    viewer = widget.viewer
+    handles, targets = viewer.layers[L.HANDLES], viewer.layers[L.TARGETS]
+    assert viewer.layers.selection.active is handles and handles.mode == "add"
+    handles.add([[4.0, 4.0]])
+    assert viewer.layers.selection.active is targets and targets.mode == "add"
+    targets.add([[4.0, 9.0]])
+    assert viewer.layers.selection.active is handles
+
+
+def test_sample_data_comes_from_the_model_and_is_marked_generated(make_napari_viewer, tmp_path):
+    from napari_freedrag.models.cells import bundled_weights_path
+    from napari_freedrag.models.stylegan2.checkpoint import save_checkpoint
+    from napari_freedrag.napari.sample_data import sample_cells
+
+    path = save_checkpoint(tmp_path / "tiny", TINY, tiny_backend().generator.state_dict())
+    layers = sample_cells(seeds=(0, 1), model=str(path))
+    assert [kwargs["metadata"]["seed"] for _, kwargs, _ in layers] == [0, 1]
+    for data, kwargs, kind in layers:
+        assert kind == "image" and data.shape == (32, 32, 3) and data.dtype == np.uint8
+        assert "(generated)" in kwargs["name"] and kwargs["metadata"]["generated"] is True
+    assert not np.array_equal(layers[0][0], layers[1][0])
+
+    if not bundled_weights_path().is_file():
+        pytest.skip("bundled cells weights not built in this checkout")
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-freedrag", "cells")
+    assert len(viewer.layers) == 3 and all("(generated)" in layer.name for layer in viewer.layers)

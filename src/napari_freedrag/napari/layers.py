@@ -160,7 +160,9 @@ class OwnedLayers:
                     scale=scale,
                     translate=translate,
                 )
+                layer.mode = "add"
                 layer.events.data.connect(self.sync_arrows)
+                layer.events.data.connect(self.alternate)
             else:
                 layer.scale, layer.translate = scale, translate
         mask = self.get(MASK)
@@ -189,8 +191,21 @@ class OwnedLayers:
         for name in (HANDLES, TARGETS):
             layer = self.get(name)
             if layer is not None:
-                layer.events.data.disconnect(self.sync_arrows)
-                layer.events.data.connect(self.sync_arrows)
+                for callback in (self.sync_arrows, self.alternate):
+                    layer.events.data.disconnect(callback)
+                    layer.events.data.connect(callback)
+
+    def alternate(self, event=None) -> None:
+        """After a click adds a handle, the next click adds its target, and back."""
+        if event is None or str(getattr(event, "action", "")) != "added":
+            return
+        handles, targets = self.get(HANDLES), self.get(TARGETS)
+        if handles is None or targets is None:
+            return
+        follow = targets if len(handles.data) > len(targets.data) else handles
+        if self.viewer.layers.selection.active is not follow:
+            follow.mode = "add"
+            self.viewer.layers.selection.active = follow
 
     # ----------------------------------------------------------------- points
     def points_in_image(self, name: str) -> np.ndarray:

@@ -272,7 +272,7 @@ def _model_choices() -> list[str]:
         found = [
             entry.name
             for entry in known_models()
-            if getattr(entry, "found", False) and entry.name != "cells"
+            if entry.path_found is not None and entry.name != "cells"
         ]
     except (ImportError, FreeDragError, OSError):
         pass
