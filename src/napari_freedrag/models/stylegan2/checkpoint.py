@@ -249,7 +249,8 @@ def _is_torch_module_class(module: str, name: str) -> bool:
 
 def _unpickle(path: Path) -> Any:
     try:
-        with open(path, "rb") as file:
+        with open(path, "rb") as file, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
             return _WeightsOnlyUnpickler(file, path.name).load()
     except (UnsafeCheckpointError, ModelError):
         raise
