@@ -74,7 +74,10 @@ class DragSession(Protocol):
         ...
 
     def finish(self, latent: torch.Tensor) -> StartState:
-        """The state after the edit, to show, save or continue dragging from."""
+        """The state after the edit, to show, save or continue dragging from.
+
+        Its ``image`` may be left ``None``: the engine then fills it from :meth:`render`.
+        """
         ...
 
 
