@@ -301,6 +301,12 @@ def test_tensorflow_era_variants_we_cannot_run_are_named(tmp_path, tiny64):
         load_checkpoint(path)
 
     networks = nv.tf_era_networks(weights, config)
+    networks[2]._state["version"] = 3
+    nv.write_pickle(path, networks)
+    with pytest.raises(ModelError, match="pickle version 3 is too old"):
+        load_checkpoint(path)
+
+    networks = nv.tf_era_networks(weights, config)
     synthesis = networks[2]._state["components"]["synthesis"]._state
     synthesis["variables"] = [(k, v) for k, v in synthesis["variables"] if k != "8x8/Conv1/bias"]
     nv.write_pickle(path, networks)

@@ -408,6 +408,12 @@ def _tf_variables(network: _TFNetwork, source: str) -> dict[str, np.ndarray]:
 
 
 def _convert_tf_generator(network: _TFNetwork, source: str):
+    version = network.state.get("version", 0)
+    if not isinstance(version, int) or version < 4:
+        raise ModelError(
+            f"{source}: TensorFlow network pickle version {version!r} is too old "
+            "(StyleGAN1 or pre-release); only StyleGAN2 config-f files are read"
+        )
     kwargs = _plain(network.state.get("static_kwargs") or {})
     if kwargs.get("mapping_fmaps") in (None, kwargs.get("dlatent_size", 512)):
         kwargs.pop("mapping_fmaps", None)
@@ -426,6 +432,8 @@ def _convert_tf_generator(network: _TFNetwork, source: str):
     raw["channel_max"] = kwargs.get("fmap_max", 512)
     config = normalise_config(raw, source)
     variables = _tf_variables(network, source)
+    if any(name.startswith("synthesis/ToRGB_lod") for name in variables):
+        raise ModelError(f"{source}: TF-era generator with architecture='orig' is not supported")
 
     def take(name: str) -> np.ndarray:
         if name not in variables:
