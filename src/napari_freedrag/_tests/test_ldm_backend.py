@@ -118,6 +118,14 @@ def test_invert_accepts_any_image_and_results_map_back(gen, kind):
         np.testing.assert_array_equal(back[..., 3], 1.0)
 
 
+def test_invert_reads_image_files_as_stored(gen, tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "cells.tif", _cell_image())
+    start = gen.invert(tmp_path / "cells.tif")
+    assert start.info["source"]["dtype"] == "uint16" and start.image_size == (H, W)
+    torch.testing.assert_close(start.latent, gen.invert(_cell_image()).latent)
+
+
 def test_invert_refuses_stacks_and_negative_lora_steps(gen):
     with pytest.raises(InputError, match="2D slice"):
         gen.invert(np.zeros((3, H, W), np.uint16))

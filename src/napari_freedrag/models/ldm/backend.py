@@ -298,7 +298,8 @@ class LDMBackend:
         lora_lr: float = 2e-4,
         progress: Callable[[int, int], None] | None = None,
     ) -> StartState:
-        """A real image (any 2D gray/RGB/RGBA, any dtype and size) as a starting state.
+        """A real image (any 2D gray/RGB/RGBA array of any dtype and size, or an image file)
+        as a starting state.
 
         ``StartState.image`` is the reconstruction at the image's own size (RGB uint8);
         ``imaging.from_model_rgb(result, state.extra["source"])`` maps any result back to
@@ -306,6 +307,10 @@ class LDMBackend:
         """
         if int(lora_steps) < 0:
             raise InputError(f"lora_steps must be >= 0 (0 = no LoRA), got {lora_steps}")
+        if isinstance(image, str | Path):
+            from napari_freedrag import io
+
+            image = io.read_image(image)
         rgb_user, source = imaging.to_model_rgb(image, value_range)
         work = imaging.working_size(source.size, self.native_size, self.vae_scale)
         rgb = imaging.resize_rgb(rgb_user, work)
@@ -379,7 +384,8 @@ class LDMSession:
         self.embeds = start.extra["prompt_embeds"].to(backend.device)
         self.z_orig = start.extra["z_t_orig"].to(backend.device)
         self.timestep = backend.schedule.start_timestep
-        backend.use_lora(start.extra.get("lora_adapter"))
+        self.adapter = start.extra.get("lora_adapter")
+        backend.use_lora(self.adapter)
         self.latent = start.latent.detach().clone().to(backend.device).requires_grad_(True)
         work_h, work_w = start.extra["working_size"]
         self.feature_size = (work_h // 2, work_w // 2)
@@ -462,6 +468,7 @@ class LDMSession:
         if self._render_cache is not None and torch.equal(self._render_cache[0], latent):
             return self._render_cache[1]
         backend = self.backend
+        backend.use_lora(self.adapter)  # another image's session may have run in between
         with torch.no_grad(), mutual_self_attention(backend.unet):
             pair = torch.cat([self.z_orig, latent])
             z0 = backend.schedule.sample(backend.predictor(self.embeds), pair)
