@@ -170,14 +170,14 @@ class StyleGAN2Session:
         ]
         with torch.no_grad():
             self._frozen_weights = {
-                w_index: layer.modulated_weight(ws[:, w_index])
+                w_index: layer.conv_layout(layer.modulated_weight(ws[:, w_index]))
                 for layer, w_index in self._layers
                 if w_index >= n_trainable
             }
             # Trainable layers modulate activations (input gradients only, no weight
-            # gradients); their demodulation needs only these per-layer sums.
-            self._weight_sq = {
-                w_index: layer.weight_sq()
+            # gradients); their demodulation needs only per-layer sums of squares.
+            self._shared = {
+                w_index: (layer.conv_layout(layer.weight), layer.weight_sq())
                 for layer, w_index in self._layers
                 if w_index < n_trainable
             }
@@ -199,10 +199,13 @@ class StyleGAN2Session:
         if regions is None:
             return self._run_layers(latent, [None])[0][0]
         tiles = self._run_layers(latent, regions)
-        channels = tiles[0].shape[1]
-        out = tiles[0].new_zeros(1, channels, self._feature_res, self._feature_res)
+        # Zero-pad each tile to the full map and add: regions are disjoint, so the sum is
+        # exact, and its backward only slices the gradient (no full-size copies).
+        size = self._feature_res
+        out = None
         for (r0, r1, c0, c1), tile in zip(regions, tiles, strict=True):
-            out[:, :, r0:r1, c0:c1] = tile
+            padded = F.pad(tile, [c0, size - c1, r0, size - r1])
+            out = padded if out is None else out + padded
         return out[0]
 
     def mask_term(self, latent: torch.Tensor, features: torch.Tensor) -> torch.Tensor | None:
@@ -232,9 +235,10 @@ class StyleGAN2Session:
         frozen = self._frozen_weights.get(w_index)
         if frozen is not None:
             return layer(x, weight=frozen, noise_mode="const", **region)
+        shared_weight, weight_sq = self._shared[w_index]
         return layer(
             x, latent[:, w_index], noise_mode="const", fused=False,
-            weight_sq=self._weight_sq[w_index], **region,
+            shared_weight=shared_weight, weight_sq=weight_sq, **region,
         )  # fmt: skip
 
     def _run_layers(self, latent: torch.Tensor, regions: list[Rect | None]) -> list[torch.Tensor]:

@@ -252,6 +252,14 @@ class SynthesisLayer(nn.Module):
         """``(B, out, in, 3, 3)`` demodulated weights for W vectors ``w`` ``(B, w_dim)``."""
         return modulate(self.weight, self.affine(w), demodulate=True)
 
+    def conv_layout(self, weight: torch.Tensor) -> torch.Tensor:
+        """The same weights (``(..., out, in, 3, 3)``) stored the way this layer's convolution
+        reads them, so that repeated calls do not copy them (up-sampling layers read them
+        transposed)."""
+        if self.up == 1:
+            return weight.contiguous()
+        return weight.transpose(-4, -3).contiguous().transpose(-4, -3)
+
     def weight_sq(self) -> torch.Tensor:
         """``(out, in)`` squared weights summed over the kernel: demodulation without modulating."""
         return self.weight.square().sum(dim=[2, 3])
@@ -264,6 +272,7 @@ class SynthesisLayer(nn.Module):
         *,
         weight: torch.Tensor | None = None,
         fused: bool | None = None,
+        shared_weight: torch.Tensor | None = None,
         weight_sq: torch.Tensor | None = None,
         in_rect: Rect | None = None,
         out_rect: Rect | None = None,
@@ -273,9 +282,11 @@ class SynthesisLayer(nn.Module):
         Either ``w`` (B, w_dim) or a precomputed ``weight`` from :meth:`modulated_weight`.
         With ``w``, ``fused`` (default: for single samples) modulates the weights; otherwise
         the styles scale the activations and the shared weights stay out of autograd's
-        way (``weight_sq``: a cached :meth:`weight_sq`). ``out_rect`` (default: the whole
-        map) selects the output region; ``x`` must cover at least :func:`input_rect` of it
-        clipped to the map. Values inside the region equal those of the full computation.
+        way (``shared_weight``: :attr:`weight` in a faster memory layout, see
+        :meth:`conv_layout`; ``weight_sq``: a cached :meth:`weight_sq`). ``out_rect``
+        (default: the whole map) selects the output region; ``x`` must cover at least
+        :func:`input_rect` of it clipped to the map. Values inside the region equal those
+        of the full computation.
         """
         n_in = self.resolution // self.up
         full = (0, self.resolution, 0, self.resolution)
@@ -291,7 +302,8 @@ class SynthesisLayer(nn.Module):
         if weight is None and not (batch == 1 if fused is None else fused):
             styles = self.affine(w)
             x = x * styles.reshape(batch, -1, 1, 1).to(x.dtype)
-            y = self._conv(x, self.weight.to(x.dtype), out_rect, padding)
+            shared = self.weight if shared_weight is None else shared_weight
+            y = self._conv(x, shared.to(x.dtype), out_rect, padding)
             weight_sq = self.weight_sq() if weight_sq is None else weight_sq
             dcoefs = (styles.square() @ weight_sq.t() + 1e-8).rsqrt()
             y = y * dcoefs.reshape(batch, -1, 1, 1).to(y.dtype)
