@@ -190,7 +190,8 @@ def _to_persistent(name: str, node: dict, module_src: str) -> PersistentObject:
 
 
 def init_kwargs(config: dict, layout: str) -> EasyDict:
-    """The generator's ``init_kwargs`` as stylegan2-ada-pytorch ("ada") or stylegan3 writes it."""
+    """The generator's ``init_kwargs`` as stylegan2-ada-pytorch ("ada"), its TF converter
+    ("converted") or the stylegan3 repository ("stylegan3") writes it."""
     kwargs = config["init_kwargs"] if "init_kwargs" in config else config
     synthesis = dict(kwargs["synthesis_kwargs"])
     common = {
@@ -202,6 +203,15 @@ def init_kwargs(config: dict, layout: str) -> EasyDict:
         "img_channels": kwargs["img_channels"],
     }
     if layout == "ada":
+        return EasyDict(common, synthesis_kwargs=EasyDict(synthesis))
+    if layout == "converted":  # what NVIDIA's TF->PyTorch converter writes (self-distilled files)
+        common["mapping_kwargs"].update(
+            embed_features=None, layer_features=None, activation="lrelu", lr_multiplier=0.01,
+            w_avg_beta=0.995,
+        )  # fmt: skip
+        synthesis.update(
+            architecture="skip", resample_filter=[1, 3, 3, 1], use_noise=True, activation="lrelu"
+        )
         return EasyDict(common, synthesis_kwargs=EasyDict(synthesis))
     return EasyDict(common, **synthesis, fused_modconv_default="inference_only")
 

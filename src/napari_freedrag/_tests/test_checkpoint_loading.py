@@ -94,10 +94,11 @@ def test_files_written_with_numpy_1_and_g_ema_only_files_load(tmp_path, tiny64):
     assert_same_weights(state_dict, weights)
 
 
-def test_nvidia_pickle_renders_the_official_image(tmp_path, tiny64):
+@pytest.mark.parametrize("layout", ["ada", "converted"])
+def test_nvidia_pickle_renders_the_official_image(tmp_path, tiny64, layout):
     folder, weights, config = tiny64
     path = tmp_path / "tiny64.pkl"
-    nv.write_pickle(path, nv.snapshot(weights, config, "ada"))
+    nv.write_pickle(path, nv.snapshot(weights, config, layout))
     generator = build_generator(*load_checkpoint(path))
     reference = np.load(folder / "reference.npz")
 
