@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-#: The demo drag, as fractions of the image size: from left of centre to right of it.
-DEMO_HANDLE = (0.5, 0.4)
-DEMO_TARGET = (0.5, 0.6)
+#: How far the demo drags, as a fraction of the image width.
+DEMO_DRAG_FRACTION = 0.2
 DEMO_MAX_STEPS = 100  # keep in step with the CLI default
+WINDOW_SIZE = (1400, 900)
 
 
 def open_viewer(model: str = "cells", *, show: bool = True, seed: int = 0, new_image=True):
@@ -27,8 +27,12 @@ def open_viewer(model: str = "cells", *, show: bool = True, seed: int = 0, new_i
     """
     import napari
 
+    from napari_freedrag.napari.widget import FreeDragWidget
+
     viewer = napari.Viewer(title="napari-freedrag", show=show)
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-freedrag", "FreeDrag")
+    viewer.window.resize(*WINDOW_SIZE)
+    widget = FreeDragWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="FreeDrag", area="right")
     widget.set_model(model)
     widget.seed.value = seed
     if new_image:
@@ -53,9 +57,7 @@ def run_demo(
     try:
         controller = controller_for(viewer)
         controller.new_image(backend, seed, wait=True)
-        height, width = controller.layers.working.data.shape[:2]
-        handle = np.round(np.multiply(DEMO_HANDLE, (height, width)), 1)
-        target = np.round(np.multiply(DEMO_TARGET, (height, width)), 1)
+        handle, target = pick_drag(controller.layers.working.data)
         controller.layers.set_points_from_image("handles", [handle])
         controller.layers.set_points_from_image("targets", [target])
         provenance = {
@@ -112,6 +114,25 @@ def _demo_backend(model: str):
     return StyleGAN2Backend(generator, "random-weight StyleGAN2 64px (cells weights missing)")
 
 
+def pick_drag(image) -> tuple[tuple[float, float], tuple[float, float]]:
+    """A handle on the brightest blob (a cell, for the bundled model) and a target beside it.
+
+    The target lies ``DEMO_DRAG_FRACTION`` of the width towards the image centre.
+    """
+    import numpy as np
+    from skimage.filters import gaussian
+
+    height, width = image.shape[:2]
+    gray = np.asarray(image, dtype=float).reshape(height, width, -1).mean(axis=-1)
+    smooth = gaussian(gray, sigma=max(height, width) / 32)
+    margin_r, margin_c = int(0.15 * height), int(0.15 * width)
+    inner = smooth[margin_r : height - margin_r, margin_c : width - margin_c]
+    row, col = np.unravel_index(int(np.argmax(inner)), inner.shape)
+    row, col = row + margin_r, col + margin_c
+    shift = DEMO_DRAG_FRACTION * width * (1 if col < width / 2 else -1)
+    return (float(row), float(col)), (float(row), float(round(col + shift, 1)))
+
+
 def _instruction(handle, target) -> str:
     return f"drag ({handle[0]:g}, {handle[1]:g}) -> ({target[0]:g}, {target[1]:g})"
 
@@ -120,5 +141,6 @@ def _screenshot(viewer):
     """The whole window (widget included) once Qt has drawn everything pending."""
     from qtpy.QtWidgets import QApplication
 
+    viewer.reset_view()
     QApplication.processEvents()
     return viewer.screenshot(canvas_only=False, flash=False)
