@@ -215,3 +215,20 @@ def test_a_seed_gives_a_generated_start_that_can_be_dragged(gen):
     assert not np.array_equal(gen.sample(seed=4).image, start.image)
     session = gen.session(start, None, "freedrag")
     assert session.features(session.latent).shape[1:] == (32, 32)
+
+
+def test_fp16_gradient_scaling_leaves_latent_gradients_unchanged(gen, monkeypatch):
+    start = gen.invert(_cell_image())
+    mask = np.zeros((H, W))
+    mask[5:20, 5:30] = 1
+
+    def latent_grad():
+        session = gen.session(start, mask, "freedrag")
+        features = session.features(session.latent)
+        loss = features[:, 3:9, 4:12].abs().mean() + session.mask_term(session.latent, features)
+        loss.backward()
+        return session.latent.grad
+
+    plain = latent_grad()
+    monkeypatch.setattr(gen, "grad_scale", 2.0**12)  # what CUDA uses
+    torch.testing.assert_close(latent_grad(), plain)

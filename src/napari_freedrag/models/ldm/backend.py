@@ -53,6 +53,24 @@ class _FeaturesReady(Exception):
     """Raised by the feature hook to skip the rest of the UNet when only features are needed."""
 
 
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by ``factor`` on the way back.
+
+    Under fp16 autocast, per-element gradients of a mean over ~50 000 feature values
+    (~2e-5) fall below float16's normal range; scaling them up on entering the UNet's
+    backward and down again at the float32 latent keeps them (a static GradScaler).
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.factor, None
+
+
 # --- loading ---------------------------------------------------------------------------
 
 
@@ -195,6 +213,8 @@ class LDMBackend:
         self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
         #: Longer side of the working image (512 for SD 1.5).
         self.native_size = int(unet.config.sample_size) * self.vae_scale
+        #: Gradient scale through the fp16 UNet on CUDA (see :class:`_ScaleGrad`).
+        self.grad_scale = 2.0**12 if self.device.type == "cuda" else 1.0
         self.cpu_offload = cpu_offload and self.device.type == "cuda"
         if self.cpu_offload:
             from accelerate import cpu_offload_with_hook
@@ -428,26 +448,30 @@ class LDMSession:
             if not need_noise:
                 raise _FeaturesReady
 
+        scale = self.backend.grad_scale
         handle = self.backend.unet.up_blocks[FEATURE_BLOCK].register_forward_hook(hook)
         noise = None
         try:
             with self.backend.autocast():
                 noise = self.backend.unet(
-                    latent, self.timestep, encoder_hidden_states=self.embeds
+                    _ScaleGrad.apply(latent, 1.0 / scale),
+                    self.timestep,
+                    encoder_hidden_states=self.embeds,
                 ).sample
         except _FeaturesReady:
             pass
         finally:
             handle.remove()
-        return captured["features"], noise
+        features = _ScaleGrad.apply(captured["features"].float(), scale)
+        return features, None if noise is None else _ScaleGrad.apply(noise.float(), scale)
 
     def features(self, latent: torch.Tensor, boxes=None) -> torch.Tensor:
         """``up_blocks[2]`` output resized bilinearly to half the working size, ``(C, h, w)``."""
         need_noise = self.keep is not None and torch.is_grad_enabled()
         raw, noise = self._unet_pass(latent, need_noise)
         if noise is not None:
-            self._noise_cache = (latent, latent._version, noise.float())
-        return F.interpolate(raw.float(), size=self.feature_size, mode="bilinear")[0]
+            self._noise_cache = (latent, latent._version, noise)
+        return F.interpolate(raw, size=self.feature_size, mode="bilinear")[0]
 
     def mask_term(self, latent: torch.Tensor, features: torch.Tensor) -> torch.Tensor | None:
         """Change of ``x_{t−1}`` outside the mask (FreeDrag: mean; DragDiffusion: sum)."""
@@ -457,7 +481,7 @@ class LDMSession:
         if cache is not None and cache[0] is latent and cache[1] == latent._version:
             noise = cache[2]
         else:
-            noise = self._unet_pass(latent, need_noise=True)[1].float()
+            noise = self._unet_pass(latent, need_noise=True)[1]
         prev = self.backend.schedule.step(noise, self.timestep, latent)
         change = (prev - self.reference_prev).abs() * self.keep
         return change.sum() if self.method == "draggan" else change.mean()

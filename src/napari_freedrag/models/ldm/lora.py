@@ -94,6 +94,8 @@ def train_lora(
     for param in params:
         param.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=settings.lr)
+    # fp16 autocast on CUDA needs loss scaling; a disabled scaler is a no-op elsewhere
+    scaler = torch.amp.GradScaler(latents.device.type, enabled=latents.device.type == "cuda")
     generator = torch.Generator().manual_seed(settings.seed)
     batch_latents = latents.detach().expand(settings.batch, -1, -1, -1)
     embeds = prompt_embeds.detach().expand(settings.batch, -1, -1)
@@ -110,8 +112,9 @@ def train_lora(
                 ).sample
             loss = F.mse_loss(pred.float(), noise.float())
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             if progress is not None:
                 progress(step + 1, settings.steps)
     finally:
