@@ -62,6 +62,17 @@ def test_two_points_move_together(gen, start, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_many_points_move_three_blobs_at_once(gen, start, method):
+    layout = np.array(LAYOUT, dtype=float)
+    shift = np.array([[6, 4], [-6, -4], [6, -4]], dtype=float)
+    handles = np.concatenate([layout, layout + [0, 3]])  # centre and flank of each blob
+    targets = handles + np.concatenate([shift, shift])
+    result = drag(gen, start, handles, targets, method=method)
+    assert result.converged and result.points.shape == (6, 2)
+    assert np.linalg.norm(blobs(gen, result) - (layout + shift), axis=1).max() < 3.0
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_points_on_the_border_are_clamped_and_dragged_along_it(gen, method):
     start = gen.from_centres([[4, 20], [48, 44], [30, 10]])
     # both points lie on the image's top edge (row -0.5 .. 0.5), off the pixel grid
