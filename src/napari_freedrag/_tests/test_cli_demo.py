@@ -28,3 +28,19 @@ def test_demo_drags_in_the_viewer_and_saves_screenshots_and_report(tmp_path, cap
     assert len(report["trace"]) == report["steps"]
     assert report["demo"]["widget"] == "FreeDragWidget"
     assert read_provenance(tmp_path / "after.png")["instruction"].startswith("drag (")
+
+
+def test_main_job_viewer_shows_the_bundled_model_image(qtbot):
+    from napari_freedrag.demo import open_viewer
+
+    viewer, widget = open_viewer("cells", show=False, seed=2)
+    try:
+        qtbot.waitUntil(lambda: "FreeDrag edits" in viewer.layers, timeout=60_000)
+        qtbot.waitUntil(lambda: not widget.controller.running, timeout=60_000)
+        for name in ("handles", "targets", "mask", "drag arrows", "FreeDrag edits"):
+            assert name in viewer.layers
+        image = viewer.layers["FreeDrag edits"].data[0]
+        assert image.ndim == 3 and image.std() > 0
+        assert viewer.layers["FreeDrag edits"].metadata["edits"][0]["seed"] == 2
+    finally:
+        viewer.close()
