@@ -198,6 +198,20 @@ def test_stop_keeps_the_state_of_the_last_finished_step(gen, start, method):
     assert result.report["stopped"] is True and len(result.report["trace"]) == 3
 
 
+def test_a_stop_after_the_last_step_keeps_the_converged_result(gen, start):
+    flag = threading.Event()
+    it = drag_steps(gen, start, [[16, 16]], [[16, 22]], stop=flag)
+    while True:
+        try:
+            step = next(it)
+        except StopIteration as end:
+            result = end.value
+            break
+        if step.image is not None and step.done.all():
+            flag.set()  # the user presses Stop just as the run finishes
+    assert result.converged and not result.stopped and result.steps == step.index
+
+
 def test_stop_accepts_a_callable_and_closing_the_generator_is_clean(gen, start):
     calls = []
     result = drag(

@@ -151,6 +151,9 @@ def _run(gen, start, handles, targets, mask, method, params, should_stop):
             trace.append({"step": index, "points": last.points.tolist(), "loss": last.loss})
             yield Step(index, last.points, last.loss, last.point_losses, last.decisions,
                        last.done, image, time.perf_counter() - began)  # fmt: skip
+            if last.final:  # finished: a stop requested now changes nothing
+                final = last
+                break
     except Diverged as bad:
         result_state, result_image = _finish(session, bad.latent)
         result = _result(gen, start, result_state, result_image, bad.points, handles, targets,
