@@ -232,3 +232,19 @@ def test_fp16_gradient_scaling_leaves_latent_gradients_unchanged(gen, monkeypatc
     plain = latent_grad()
     monkeypatch.setattr(gen, "grad_scale", 2.0**12)  # what CUDA uses
     torch.testing.assert_close(latent_grad(), plain)
+
+
+def test_stopping_lora_training_leaves_nothing_half_done(tiny_folder):
+    fresh = load_ldm(str(tiny_folder), "cpu", num_inference_steps=5)
+
+    class Stopped(Exception):
+        pass
+
+    def stop_after_first_step(step, total):
+        raise Stopped
+
+    with pytest.raises(Stopped):
+        fresh.invert(_cell_image(), lora_steps=2, progress=stop_after_first_step)
+    assert not list(lora.lora_dir().glob("*.safetensors"))  # nothing cached
+    # the same request later trains from scratch and works
+    assert fresh.invert(_cell_image(), lora_steps=2).info["lora"]["cached"] is False

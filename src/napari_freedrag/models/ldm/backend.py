@@ -296,10 +296,15 @@ class LDMBackend:
             if cached:
                 lora.attach_lora(self.unet, adapter, lora.load_lora(path), settings)
             else:
-                state = lora.train_lora(
-                    self.unet, self.schedule.scheduler, z0, embeds, adapter, settings,
-                    self.autocast, progress,
-                )  # fmt: skip
+                try:
+                    state = lora.train_lora(
+                        self.unet, self.schedule.scheduler, z0, embeds, adapter, settings,
+                        self.autocast, progress,
+                    )  # fmt: skip
+                except BaseException:  # stopped or failed: leave no half-trained adapter
+                    if adapter in getattr(self.unet, "peft_config", {}):
+                        self.unet.delete_adapters(adapter)
+                    raise
                 lora.save_lora(path, state, settings)
             self._adapters.add(adapter)
         self.use_lora(adapter)
@@ -323,7 +328,8 @@ class LDMBackend:
 
         ``StartState.image`` is the reconstruction at the image's own size (RGB uint8);
         ``imaging.from_model_rgb(result, state.extra["source"])`` maps any result back to
-        the source's channels, dtype and value range.
+        the source's channels, dtype and value range. ``progress(step, total)`` follows
+        LoRA training; raising from it (a Stop button) abandons the LoRA cleanly.
         """
         if int(lora_steps) < 0:
             raise InputError(f"lora_steps must be >= 0 (0 = no LoRA), got {lora_steps}")
