@@ -164,3 +164,25 @@ def test_grayscale_display_image_is_rgb():
     image = to_uint8_image(generator(torch.randn(1, 8)))
     assert image.shape == (8, 8, 3)
     assert (image[..., 0] == image[..., 2]).all()
+
+
+def test_training_mode_tracks_the_average_w():
+    generator = Generator(8, 0, 16, 8, 3, mapping_kwargs={"num_layers": 2}, channel_base=64)
+    z = torch.randn(4, 8)
+    generator.train()
+    ws = generator.mapping(z)
+    assert torch.allclose(generator.mapping.w_avg, ws[:, 0].mean(0) * (1 - 0.995), atol=1e-7)
+    before = generator.mapping.w_avg.clone()
+    generator.mapping(z, skip_w_avg_update=True)
+    assert torch.equal(generator.mapping.w_avg, before)
+    generator.eval()
+    generator.mapping(z)
+    assert torch.equal(generator.mapping.w_avg, before)
+
+
+def test_random_noise_varies_and_const_noise_does_not(shared_fixtures):
+    _, generator, ref = load_fixture(shared_fixtures, "tiny64")
+    ws = torch.from_numpy(ref["ws_psi07"][:1])
+    first, second = (generator.synthesis(ws, noise_mode="random") for _ in range(2))
+    assert rel_l2(first, second.numpy()) > 1e-3
+    assert torch.equal(generator.synthesis(ws), generator.synthesis(ws))
