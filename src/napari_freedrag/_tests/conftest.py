@@ -18,7 +18,8 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
     """The project's shared reference data (``../shared/fixtures`` beside the checkout)."""
-    path = Path(os.environ.get("NAPARI_FREEDRAG_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+    default = REPO_ROOT.parent / "shared" / "fixtures"
+    path = Path(os.environ.get("NAPARI_FREEDRAG_FIXTURES", default))
     if not path.is_dir():
         pytest.skip(f"shared fixtures not found at {path} (set NAPARI_FREEDRAG_FIXTURES)")
     return path
