@@ -141,6 +141,7 @@ def _screenshot(viewer):
     """The whole window (widget included) once Qt has drawn everything pending."""
     from qtpy.QtWidgets import QApplication
 
+    QApplication.processEvents()  # let the canvas take its final size before fitting the view
     viewer.reset_view()
     QApplication.processEvents()
     return viewer.screenshot(canvas_only=False, flash=False)
