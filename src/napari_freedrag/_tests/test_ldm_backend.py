@@ -248,3 +248,10 @@ def test_stopping_lora_training_leaves_nothing_half_done(tiny_folder):
     assert not list(lora.lora_dir().glob("*.safetensors"))  # nothing cached
     # the same request later trains from scratch and works
     assert fresh.invert(_cell_image(), lora_steps=2).info["lora"]["cached"] is False
+
+
+def test_a_state_whose_lora_this_model_lacks_is_refused(gen, tiny_folder):
+    other = load_ldm(str(tiny_folder), "cpu", num_inference_steps=10)
+    with_lora = other.invert(_cell_image(), lora_steps=1)
+    with pytest.raises(ModelError, match="LoRA .* is not loaded"):
+        gen.session(with_lora, None, "freedrag")

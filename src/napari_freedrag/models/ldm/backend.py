@@ -276,6 +276,11 @@ class LDMBackend:
 
     def use_lora(self, adapter: str | None) -> None:
         """Make ``adapter`` the UNet's only active LoRA (``None``: plain UNet)."""
+        if adapter is not None and adapter not in self._adapters:
+            raise ModelError(
+                f"this edit's per-image LoRA ({adapter}) is not loaded in {self.name}: "
+                "start again from gen.invert(image, lora_steps=...) with this model"
+            )
         if not self._adapters:
             return
         if adapter is None:
