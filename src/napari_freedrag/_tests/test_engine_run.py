@@ -156,6 +156,15 @@ def test_a_mask_term_reads_the_full_map(start):
     assert spy.calls and all(boxes is None for boxes in spy.calls)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_boxes_return_when_the_backend_finds_nothing_to_preserve(start, method):
+    spy = SpyBackend()
+    mask = np.ones((64, 64))
+    mask[40, 40] = 0  # vanishes at feature resolution: the session has no mask term
+    drag(spy, start, [[16, 16]], [[16, 24]], mask=mask, max_steps=6, method=method)
+    assert spy.calls[1] is None and all(boxes is not None for boxes in spy.calls[2:])
+
+
 def test_freedrag_points_stay_on_the_line_to_their_target(gen, start):
     handle, target = np.array([16.0, 16.0]), np.array([26.0, 30.0])
     steps, _ = run_all(gen, start, [handle], [target])

@@ -81,9 +81,12 @@ def run_draggan(
     unit = torch.ones(2, dtype=torch.float64) if params.units == "image" else scale
     p = torch.as_tensor(handles, dtype=torch.float64) * unit
     t = torch.as_tensor(targets, dtype=torch.float64) * unit
-    if params.snap_to_feature_grid:
-        p, t = (p * scale / unit).round() * unit / scale, (t * scale / unit).round() * unit / scale
     bounds = torch.tensor([height - 1, width - 1], dtype=torch.float64) * unit
+    if params.snap_to_feature_grid:
+        grid = bounds * scale / unit
+        p, t = (
+            (torch.minimum((x * scale / unit).round(), grid.floor()) * unit / scale) for x in (p, t)
+        )
     reach = max(math.ceil(params.track_radius), math.ceil(params.motion_radius) + 1) + 1
 
     def to_map(q: torch.Tensor) -> torch.Tensor:
@@ -147,7 +150,9 @@ def run_draggan(
         total = losses.sum()
         if use_mask:
             term = session.mask_term(latent, current)
-            if term is not None:
+            if term is None:
+                use_mask = False  # the backend found nothing to preserve: read boxes
+            else:
                 total = total + params.mask_weight * term
         if not bool(torch.isfinite(total)):
             raise Diverged(*good, at_step=step + 1)

@@ -113,7 +113,7 @@ def run_freedrag(
     h = torch.as_tensor(handles, dtype=torch.float64) * scale
     t = torch.as_tensor(targets, dtype=torch.float64) * scale
     if params.snap_to_feature_grid:
-        h, t = h.round(), t.round()
+        h, t = torch.minimum(h.round(), bounds.floor()), torch.minimum(t.round(), bounds.floor())
     radius = params.patch_radius * (scale if params.patch_units == "image" else torch.ones(2))
     offsets = patch_offsets(params.patch_grid, (float(radius[0]), float(radius[1])))
     arrive_scale = 1 / scale if params.arrive_units == "image" else torch.ones(2)
@@ -157,7 +157,10 @@ def run_freedrag(
             total = losses.sum()
             if use_mask:
                 term = session.mask_term(latent, current)
-                if term is not None:
+                if term is None:  # the backend found nothing to preserve: read boxes
+                    use_mask = False
+                    read_boxes = boxes(h)
+                else:
                     total = total + params.mask_weight * term
             if not bool(torch.isfinite(total)):
                 raise Diverged(*good, at_step=step + 1)

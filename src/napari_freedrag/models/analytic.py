@@ -154,7 +154,8 @@ class AnalyticSession:
                 editable[None, None], size=self.initial.shape[-2:], mode="bilinear",
                 align_corners=False,
             )[0, 0]  # fmt: skip
-            self.keep = resized <= 0
+            keep = resized <= 0
+            self.keep = keep if bool(keep.any()) else None  # nothing left to preserve
 
     def features(self, latent: torch.Tensor, boxes=None) -> torch.Tensor:
         features = self.backend.feature_map(latent)
@@ -173,8 +174,6 @@ class AnalyticSession:
         change = (features - self.initial).abs()
         if self.method == "draggan":
             return (change * self.keep).mean()
-        if not bool(self.keep.any()):
-            return change.sum() * 0
         return change[:, self.keep].mean()
 
     def render(self, latent: torch.Tensor) -> np.ndarray:
