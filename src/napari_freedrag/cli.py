@@ -275,6 +275,14 @@ def _summary(out: Path, result, frame_count: int, frames: Path | None) -> str:
 
 def _open_viewer(model: str) -> int:
     """The main job: napari with the FreeDrag widget docked and ``model`` loaded."""
+    import os
+
+    headless = not any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY"))
+    if sys.platform.startswith("linux") and headless and "QT_QPA_PLATFORM" not in os.environ:
+        raise InputError(
+            "no display to open napari on: run it under 'xvfb-run -a', or use "
+            f"'{PROG} demo --out DIR' (screenshots) or '{PROG} edit' (files only)"
+        )
     import napari
 
     from napari_freedrag.demo import open_viewer

@@ -63,3 +63,17 @@ def test_help_names_every_command():
     proc = _probe("--help")
     for command in ("edit", "models", "bench", "train-cells", "demo"):
         assert command in proc.stdout
+
+
+def test_viewer_without_a_display_says_what_to_do_instead():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.pop("QT_QPA_PLATFORM", None)
+    if not sys.platform.startswith("linux"):
+        pytest.skip("only Linux needs an X or Wayland display")
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_freedrag"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no display" in lines[0] and "xvfb-run" in lines[0], proc.stderr
