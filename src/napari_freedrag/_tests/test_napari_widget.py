@@ -354,3 +354,50 @@ def test_sample_data_comes_from_the_model_and_is_marked_generated(make_napari_vi
     viewer = make_napari_viewer()
     viewer.open_sample("napari-freedrag", "cells")
     assert len(viewer.layers) == 3 and all("(generated)" in layer.name for layer in viewer.layers)
+
+
+def test_a_users_uint16_layer_is_edited_in_its_own_form_and_never_touched(
+    make_napari_viewer, qtbot, tmp_path
+):
+    pytest.importorskip("diffusers")
+    from napari_freedrag._tests.ldm_tiny import build_tiny_pipeline
+    from napari_freedrag.models.ldm import load_ldm
+    from napari_freedrag.napari.widget import FreeDragWidget
+
+    backend = load_ldm(f"ldm:{build_tiny_pipeline(tmp_path / 'sd')}", "cpu", num_inference_steps=4)
+    viewer = make_napari_viewer()
+    rows, cols = np.mgrid[0:24, 0:40]
+    stack = np.stack([(rows * 50 + cols * 20 + 1000 * t) for t in range(3)]).astype(np.uint16)
+    cells = viewer.add_image(
+        stack,
+        name="cells",
+        scale=(1.0, 0.5, 0.25),
+        translate=(0, 10, 20),
+        contrast_limits=(900, 4000),
+    )
+    original = stack.copy()
+    viewer.dims.set_point(0, 2)  # the user looks at time point 2
+    w = FreeDragWidget(viewer, backend=backend)
+    viewer.window.add_dock_widget(w)
+    assert [name for name, _ in w._source_choices()][1:] == ["cells"]
+    w.source.value = cells
+    wait_run(qtbot, w, w.new_image())
+
+    edits = viewer.layers[L.EDITS]
+    assert edits.data.shape == (1, 24, 40) and edits.data.dtype == np.uint16
+    assert tuple(edits.contrast_limits) == (900, 4000) and not edits.rgb
+    assert edits.scale[-2:].tolist() == [0.5, 0.25] and edits.translate[-2:].tolist() == [10, 20]
+    assert edits.metadata["edits"][0]["source"] == "cells"
+    # the reconstruction resembles time point 2 of the user's stack (bright), not point 0
+    assert abs(float(edits.data[0].mean()) - float(stack[2].mean())) < abs(
+        float(edits.data[0].mean()) - float(stack[0].mean())
+    )
+    world = cells.data_to_world([2, 12, 10])[-2:]
+    viewer.layers[L.HANDLES].add(viewer.layers[L.HANDLES].world_to_data(world))
+    np.testing.assert_allclose(w.controller.layers.points_in_image(L.HANDLES), [[12, 10]])
+    viewer.layers[L.TARGETS].add(viewer.layers[L.TARGETS].world_to_data(world) + [0, 4])
+    w.max_steps.value = 1
+    wait_run(qtbot, w, w.run())
+    assert edits.data.shape == (2, 24, 40) and edits.data.dtype == np.uint16
+    np.testing.assert_array_equal(cells.data, original)
+    assert cells.name == "cells" and "generated" not in cells.metadata

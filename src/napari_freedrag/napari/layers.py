@@ -40,17 +40,38 @@ ARROW_COLOR = "#ffd000"
 class EditRecord:
     """The Python-side half of one ``FreeDrag edits`` slice: what Run continues from.
 
-    The layer metadata holds the JSON-able provenance; the start state (latent tensors)
-    and the backend that can continue from it stay here, keyed by slice index.
+    The layer metadata holds the JSON-able provenance; the start state (latent tensors),
+    the backend that can continue from it and the model's RGB image stay here, keyed by
+    slice index.
     """
 
     state: Any  # engine.protocol.StartState
     backend: Any  # engine.protocol.Backend
+    rgb: np.ndarray | None = None  # the model's (H, W, 3) uint8 view of this slice
+
+
+@dataclass
+class SourceForm:
+    """How a user's layer looked, so generated slices are shown in its form.
+
+    Edits of a uint16 gray microscopy layer come back as uint16 gray with the layer's
+    contrast limits and colormap, not as the model's RGB.
+    """
+
+    info: Any  # imaging.SourceInfo
+    contrast_limits: tuple[float, float]
+    colormap: str
+
+    def display(self, rgb: np.ndarray) -> np.ndarray:
+        from napari_freedrag.imaging import from_model_rgb
+
+        return from_model_rgb(rgb, self.info)
 
 
 # Edit stacks outlive any one widget (close and reopen the dock, keep your edits); weak
 # keys let a removed layer take its latents with it.
 _RECORDS: weakref.WeakKeyDictionary[Any, list[EditRecord]] = weakref.WeakKeyDictionary()
+_FORMS: weakref.WeakKeyDictionary[Any, SourceForm | None] = weakref.WeakKeyDictionary()
 
 
 class OwnedLayers:
@@ -89,10 +110,14 @@ class OwnedLayers:
         return tuple(layer.scale[-2:]), tuple(layer.translate[-2:])
 
     # -------------------------------------------------------------- creation
-    def start_stack(self, image: np.ndarray, entry: dict, record: EditRecord, geometry=None):
+    def start_stack(
+        self, rgb: np.ndarray, entry: dict, record: EditRecord, geometry=None, form=None
+    ):
         """Show a new starting image: slice 0 of a fresh ``FreeDrag edits`` stack.
 
-        An older stack that holds edits is kept under a new name, never overwritten.
+        ``form`` (a :class:`SourceForm`) shows every slice in a source layer's dtype,
+        channels and contrast.  An older stack that holds edits is kept under a new name,
+        never overwritten.
         """
         scale, translate = geometry or ((1.0, 1.0), (0.0, 0.0))
         old = self.edits
@@ -101,50 +126,52 @@ class OwnedLayers:
                 old.name = _unique_name(self.viewer, f"{EDITS} (earlier)")
             else:
                 self.viewer.layers.remove(old)
-        metadata = {"generated": True, "edits": [dict(entry, slice=0, parent=None)]}
+        record.rgb = np.asarray(rgb)
+        image = form.display(rgb) if form is not None else np.asarray(rgb)
         layer = self.viewer.add_image(
             image[None],
             name=EDITS,
-            rgb=True,
             scale=(1.0, *scale),
             translate=(0.0, *translate),
-            metadata=metadata,
+            metadata={"generated": True, "edits": [dict(entry, slice=0, parent=None)]},
+            **_look(image, form),
         )
         _RECORDS[layer] = [record]
-        self._show_working(image, scale, translate)
+        _FORMS[layer] = form
+        old_working = self.working
+        if old_working is not None:
+            self.viewer.layers.remove(old_working)
+        self.viewer.add_image(
+            image,
+            name=WORKING,
+            scale=scale,
+            translate=translate,
+            metadata={"generated": True},
+            **_look(image, form),
+        )
         self._ensure_point_layers(image.shape[:2], scale, translate)
         self.select_slice(0)
         return layer
 
-    def append_edit(self, image: np.ndarray, entry: dict, record: EditRecord, parent: int) -> int:
+    def append_edit(self, rgb: np.ndarray, entry: dict, record: EditRecord, parent: int) -> int:
         """Add a finished edit as the last slice of the stack and show it; its index."""
         layer = self.edits
         index = layer.data.shape[0]
+        record.rgb = np.asarray(rgb)
+        image = self.display(rgb)
         metadata = copy.deepcopy(dict(layer.metadata))
         metadata["edits"].append(dict(entry, slice=index, parent=parent))
         layer.data = np.concatenate([layer.data, image[None]], axis=0)
         layer.metadata = metadata
         _RECORDS[layer].append(record)
-        self.show_image(image)
+        self.working.data = image
         self.select_slice(index)
         return index
 
-    def _show_working(self, image, scale, translate):
-        layer = self.working
-        if layer is None or layer.data.shape != image.shape:
-            if layer is not None:
-                self.viewer.layers.remove(layer)
-            self.viewer.add_image(
-                image,
-                name=WORKING,
-                rgb=True,
-                scale=scale,
-                translate=translate,
-                metadata={"generated": True},
-            )
-        else:
-            layer.data = image
-            layer.scale, layer.translate = scale, translate
+    def display(self, rgb: np.ndarray) -> np.ndarray:
+        """A model RGB image in the form the current stack shows (the source's, if any)."""
+        form = _FORMS.get(self.edits) if self.edits is not None else None
+        return form.display(rgb) if form is not None else np.asarray(rgb)
 
     def _ensure_point_layers(self, shape, scale, translate):
         """Create (or re-fit) handles, targets, mask and arrows for an image of ``shape``."""
@@ -262,11 +289,23 @@ class OwnedLayers:
         return int(np.clip(index, 0, layer.data.shape[0] - 1))
 
     def select_slice(self, index: int) -> None:
-        self.viewer.dims.set_point(self._stack_axis(), float(index))
+        axis = self._stack_axis()
+        labels = list(self.viewer.dims.axis_labels)
+        if labels[axis].lstrip("-").isdigit():  # napari's default name: say what it is
+            labels[axis] = "edit"
+            self.viewer.dims.axis_labels = labels
+        self.viewer.dims.set_point(axis, float(index))
 
-    def show_image(self, image: np.ndarray) -> None:
-        """Put ``image`` in the working layer (same size as the stack)."""
-        self.working.data = image
+    def show_image(self, rgb: np.ndarray) -> None:
+        """Show a model RGB image (a live preview) in the working layer."""
+        self.working.data = self.display(rgb)
+
+
+def _look(image: np.ndarray, form: SourceForm | None) -> dict[str, Any]:
+    """Image-layer keywords: RGB for model images, the source's contrast and colormap else."""
+    if form is None or (image.ndim == 3 and image.shape[-1] in (3, 4)):
+        return {"rgb": True}
+    return {"rgb": False, "contrast_limits": form.contrast_limits, "colormap": form.colormap}
 
 
 def check_mask(mask: np.ndarray | None, image_size: tuple[int, int]) -> np.ndarray | None:

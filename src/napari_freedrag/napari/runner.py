@@ -150,14 +150,14 @@ class DragController:
         results keep its scale and translate.
         """
         self._refuse_if_busy()
-        image = self._source_pixels(source) if source is not None else None
+        rgb, info = self._source_pixels(source) if source is not None else (None, None)
 
         def load():
             backend = model if not isinstance(model, str) else self.backend_for(model, device)
-            if image is None:
+            if rgb is None:
                 state = backend.sample(int(seed), truncation=float(truncation))
             elif hasattr(backend, "invert"):
-                state = backend.invert(image, prompt=prompt, lora_steps=int(lora_steps))
+                state = backend.invert(rgb, prompt=prompt, lora_steps=int(lora_steps))
             else:
                 raise ModelError(
                     f"model {backend.name!r} cannot edit a real image; choose a latent-diffusion"
@@ -167,10 +167,16 @@ class DragController:
 
         def shown(out):
             backend, state, first = out
-            geometry = None
+            geometry = form = None
             if source is not None:  # cover the source's extent, whatever size the model used
-                zoom = np.array(image.shape[:2]) / np.array(first.shape[:2])
-                geometry = (tuple(np.array(source.scale[-2:]) * zoom), tuple(source.translate[-2:]))
+                zoom = np.array(info.size) / np.array(first.shape[:2])
+                geometry = (
+                    tuple(np.array(source.scale[-2:]) * zoom),
+                    tuple(source.translate[-2:]),
+                )
+                if tuple(state.image_size) == info.size and not source.rgb:
+                    colormap = getattr(source.colormap, "name", "gray")
+                    form = L.SourceForm(info, tuple(source.contrast_limits), colormap)
             entry = {
                 "generated": True,
                 "model": backend.name,
@@ -182,7 +188,8 @@ class DragController:
                 "instruction": None,
                 **_plain({"info": state.info}),
             }
-            self.layers.start_stack(first, entry, L.EditRecord(state, backend), geometry)
+            record = L.EditRecord(state, backend)
+            self.layers.start_stack(first, entry, record, geometry, form)
             origin = f"from '{source.name}'" if source is not None else f"seed {seed}"
             self.status.emit(f"{backend.name}: new image {origin}")
             self.image_ready.emit(backend, tuple(first.shape[:2]))
@@ -192,18 +199,18 @@ class DragController:
             return self.layers.edits
         return self._start_worker(load, returned=shown, description="loading model")
 
-    def _source_pixels(self, source) -> np.ndarray:
-        """The 2D slice of ``source`` the viewer shows, as stored (channels last)."""
-        point = source.world_to_data(self.viewer.dims.point)
-        lead = source.ndim - 2
-        index = tuple(
-            int(np.clip(round(p), 0, n - 1))
-            for p, n in zip(point[:lead], source.data.shape, strict=False)
-        )
-        from napari_freedrag.imaging import to_model_rgb
+    def _source_pixels(self, source):
+        """The 2D slice of ``source`` on screen as model RGB, and how to map results back.
 
-        rgb, _ = to_model_rgb(source.data[index], value_range=tuple(source.contrast_limits))
-        return rgb
+        The layer's contrast limits set the value range, so what the model sees is what the
+        user sees; the layer itself is only read.
+        """
+        from napari_freedrag.imaging import slice_index, take_slice, to_model_rgb
+
+        step = np.round(source.world_to_data(self.viewer.dims.point)).astype(int)
+        index = slice_index(source.data.shape, tuple(step), rgb=source.rgb)
+        value_range = None if source.rgb else tuple(source.contrast_limits)
+        return to_model_rgb(take_slice(source.data, index), value_range=value_range)
 
     # -------------------------------------------------------------------- drag
     def run(
@@ -332,7 +339,7 @@ class DragController:
         """Undo the live preview so a failed run changes nothing."""
         job.finished = True
         self.layers.get(L.HANDLES).data = job.snapshot["handles"]
-        self.layers.show_image(job.snapshot["working"])
+        self.layers.working.data = job.snapshot["working"]
         self.status.emit(f"failed: {one_line(exc)}")
 
     def _end(self, job: _Job) -> None:
@@ -450,9 +457,10 @@ class DragController:
         if edits is None:
             raise InputError("there is no edit to save yet: press 'New image' and Run first")
         index = self.layers.selected_slice()
+        rgb = self.layers.records()[index].rgb
         entry = dict(edits.metadata["edits"][index])
         provenance = {**provenance_from_report(entry), "slice": index, "edit": entry}
-        return write_image(path, np.asarray(edits.data[index]), provenance)
+        return write_image(path, rgb, provenance)
 
 
 def check_points(handles, targets, image_size) -> tuple[np.ndarray, np.ndarray]:

@@ -73,6 +73,7 @@ class FreeDragWidget(Container):
         self.save_path = FileEdit(label="save to", mode="w", filter="*.png *.tif")
         self.save_button = PushButton(text="Save edit")
         self.status = Label(value="press 'New image' to start")
+        self.status.native.setWordWrap(True)
 
         self.extend(
             [
