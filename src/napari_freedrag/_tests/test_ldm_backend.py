@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,8 +251,20 @@ def test_stopping_lora_training_leaves_nothing_half_done(tiny_folder):
     assert fresh.invert(_cell_image(), lora_steps=2).info["lora"]["cached"] is False
 
 
-def test_a_state_whose_lora_this_model_lacks_is_refused(gen, tiny_folder):
-    other = load_ldm(str(tiny_folder), "cpu", num_inference_steps=10)
-    with_lora = other.invert(_cell_image(), lora_steps=1)
-    with pytest.raises(ModelError, match="LoRA .* is not loaded"):
+def test_a_state_from_another_instance_reloads_its_lora_and_other_models_are_refused(
+    gen, tiny_folder, tmp_path
+):
+    first = load_ldm(f"ldm:{tiny_folder}", "cpu", num_inference_steps=10)
+    with_lora = first.invert(_cell_image(), lora_steps=1)
+    expected = first.session(with_lora, None, "freedrag").render(with_lora.latent)
+    # a kept state, opened on a fresh instance of the same model, gets its LoRA back
+    again = gen.session(with_lora, None, "freedrag").render(with_lora.latent)
+    np.testing.assert_array_equal(again, expected)
+
+    other_model = load_ldm(str(shutil.copytree(tiny_folder, tmp_path / "other")), "cpu")
+    with pytest.raises(ModelError, match="invert the image again"):
+        other_model.session(with_lora, None, "freedrag")
+    Path(with_lora.info["lora"]["file"]).unlink()
+    with_lora.info["lora"]["adapter"] = "img_missing"
+    with pytest.raises(ModelError, match="gone from the cache"):
         gen.session(with_lora, None, "freedrag")

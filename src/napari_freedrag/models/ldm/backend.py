@@ -276,11 +276,6 @@ class LDMBackend:
 
     def use_lora(self, adapter: str | None) -> None:
         """Make ``adapter`` the UNet's only active LoRA (``None``: plain UNet)."""
-        if adapter is not None and adapter not in self._adapters:
-            raise ModelError(
-                f"this edit's per-image LoRA ({adapter}) is not loaded in {self.name}: "
-                "start again from gen.invert(image, lora_steps=...) with this model"
-            )
         if not self._adapters:
             return
         if adapter is None:
@@ -401,7 +396,28 @@ class LDMBackend:
                 "this start state was not made by a latent diffusion model: "
                 "start from gen.invert(image) or gen.sample(seed)"
             )
+        if start.info.get("model") != self.name:
+            raise ModelError(
+                f"this start state was made with {start.info.get('model')!r}, not {self.name!r}: "
+                "invert the image again with this model"
+            )
+        lora_info = start.info.get("lora")
+        if lora_info and lora_info["adapter"] not in self._adapters:
+            self._reload_lora(lora_info)
         return LDMSession(self, start, mask, method)
+
+    def _reload_lora(self, lora_info: dict[str, Any]) -> None:
+        """Load a state's LoRA from the cache (e.g. a state kept from an earlier session)."""
+        path = Path(lora_info["file"])
+        if not path.is_file():
+            raise ModelError(
+                f"this edit's per-image LoRA {path} is gone from the cache: start again from "
+                "gen.invert(image, lora_steps=...)"
+            )
+        fields = ("steps", "rank", "lr", "batch", "seed")
+        settings = lora.LoraSettings(**{name: lora_info[name] for name in fields})
+        lora.attach_lora(self.unet, lora_info["adapter"], lora.load_lora(path), settings)
+        self._adapters.add(lora_info["adapter"])
 
 
 class LDMSession:
