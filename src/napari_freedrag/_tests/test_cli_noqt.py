@@ -77,3 +77,11 @@ def test_viewer_without_a_display_says_what_to_do_instead():
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no display" in lines[0] and "xvfb-run" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("command", ["bench", "train-cells"])
+def test_passthrough_commands_reach_their_own_options(command):
+    proc = _probe(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert f"usage: napari-freedrag {command}" in proc.stdout
+    assert "GUI-MODULES: []" in proc.stdout
