@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..engine.presets import default_params
 from ..engine.protocol import StartState
+from ..errors import InputError
 
 PALETTE = (
     (0.95, 0.25, 0.2),
@@ -126,6 +127,16 @@ class AnalyticBackend:
         return self.start(
             torch.from_numpy(z).float(), {"seed": int(seed), "truncation": truncation}
         )
+
+    def from_latent(self, latent) -> StartState:
+        """A start from a saved ``(1, latent_dim)`` latent (e.g. ``result.state.latent``)."""
+        array = np.asarray(latent, dtype=np.float32)
+        if array.size != self.latent_dim or not np.isfinite(array).all():
+            raise InputError(
+                f"the analytic model needs a latent of {self.latent_dim} finite numbers, "
+                f"got shape {array.shape}"
+            )
+        return self.start(torch.from_numpy(array), {"seed": None})
 
     def from_centres(self, centres) -> StartState:
         """A start whose blobs sit exactly at ``centres`` (tests pick clean layouts)."""
