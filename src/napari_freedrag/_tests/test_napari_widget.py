@@ -209,6 +209,16 @@ def test_bad_points_and_masks_notify_and_change_nothing(widget, notes, setup, me
     assert_unchanged(widget.viewer, before)
 
 
+def test_deleted_owned_layers_come_back_on_run(widget, notes):
+    viewer = widget.viewer
+    for name in (L.HANDLES, L.WORKING, L.ARROWS):
+        viewer.layers.remove(name)
+    assert widget.run() is None
+    assert any("no drag points" in note for note in notes)
+    assert all(name in viewer.layers for name in (L.HANDLES, L.WORKING, L.ARROWS))
+    np.testing.assert_array_equal(viewer.layers[L.WORKING].data, viewer.layers[L.EDITS].data[0])
+
+
 def test_run_while_running_is_refused(widget, qtbot, notes):
     viewer = widget.viewer
     viewer.layers[L.HANDLES].add([[10.0, 10.0]])

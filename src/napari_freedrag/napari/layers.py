@@ -62,6 +62,24 @@ class SourceForm:
     contrast_limits: tuple[float, float]
     colormap: str
 
+    def repair(self) -> None:
+        """Re-create owned layers the user deleted or renamed, from the edits stack."""
+        edits = self.edits
+        if edits is None:
+            return
+        scale, translate = tuple(edits.scale[-2:]), tuple(edits.translate[-2:])
+        if self.working is None:
+            image = edits.data[self.selected_slice()]
+            look = {"rgb": edits.rgb}
+            if not edits.rgb:
+                look.update(contrast_limits=edits.contrast_limits, colormap=edits.colormap)
+            self.viewer.add_image(
+                image, name=WORKING, scale=scale, translate=translate,
+                metadata={"generated": True}, **look,
+            )  # fmt: skip
+        if any(self.get(name) is None for name in (HANDLES, TARGETS, MASK, ARROWS)):
+            self._ensure_point_layers(self.working.data.shape[:2], scale, translate)
+
     def display(self, rgb: np.ndarray) -> np.ndarray:
         from napari_freedrag.imaging import from_model_rgb
 
@@ -167,6 +185,24 @@ class OwnedLayers:
         self.working.data = image
         self.select_slice(index)
         return index
+
+    def repair(self) -> None:
+        """Re-create owned layers the user deleted or renamed, from the edits stack."""
+        edits = self.edits
+        if edits is None:
+            return
+        scale, translate = tuple(edits.scale[-2:]), tuple(edits.translate[-2:])
+        if self.working is None:
+            image = edits.data[self.selected_slice()]
+            look = {"rgb": edits.rgb}
+            if not edits.rgb:
+                look.update(contrast_limits=edits.contrast_limits, colormap=edits.colormap)
+            self.viewer.add_image(
+                image, name=WORKING, scale=scale, translate=translate,
+                metadata={"generated": True}, **look,
+            )  # fmt: skip
+        if any(self.get(name) is None for name in (HANDLES, TARGETS, MASK, ARROWS)):
+            self._ensure_point_layers(self.working.data.shape[:2], scale, translate)
 
     def display(self, rgb: np.ndarray) -> np.ndarray:
         """A model RGB image in the form the current stack shows (the source's, if any)."""

@@ -246,6 +246,7 @@ class DragController:
         records = self.layers.records()
         if not records:
             raise InputError("there is no image to edit yet: press 'New image' first")
+        self.layers.repair()
         parent = self.layers.selected_slice()
         record = records[parent]
         size = tuple(int(s) for s in record.state.image_size)
