@@ -325,7 +325,7 @@ def test_overrides_reach_the_run(gen, start):
         ([[1, 2, 3]], [[3, 3]], {}, r"\(N, 2\)"),
         ([[1, 1]], [[3, 3]], {"method": "dragon"}, "unknown method 'dragon'"),
         ([[1, 1]], [[3, 3]], {"mask": np.ones((32, 32))}, r"mask shape \(32, 32\).*\(64, 64\)"),
-        ([[1, 1]], [[3, 3]], {"mask": np.full((64, 64), 2)}, "0 .keep. or 1"),
+        ([[1, 1]], [[3, 3]], {"mask": np.full((64, 64), 2.0)}, "0 .keep. .. 1"),
         ([[1, 1]], [[3, 3]], {"gamma": 1}, "unknown parameter 'gamma'.*allowed"),
         ([[1, 1]], [[3, 3]], {"l": -1}, r"'l' must be a number in \[1e-06, 100.0\]"),
         ([[1, 1]], [[3, 3]], {"max_steps": 2.5}, "'max_steps' must be an integer"),
@@ -336,3 +336,12 @@ def test_overrides_reach_the_run(gen, start):
 def test_bad_input_is_refused_before_any_work(gen, start, handles, targets, kwargs, message):
     with pytest.raises(InputError, match=message):
         drag_steps(gen, start, handles, targets, **kwargs)
+
+
+def test_label_masks_count_every_nonzero_label_as_editable():
+    from napari_freedrag.engine.run import _check_mask
+
+    labels = np.zeros((4, 5), dtype=np.uint8)
+    labels[1, 1], labels[2, 3] = 1, 255
+    mask = _check_mask(labels, (4, 5))
+    assert mask.sum() == 2 and mask[2, 3] == 1.0

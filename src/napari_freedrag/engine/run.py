@@ -243,7 +243,11 @@ def _check_points(role: str, points, size: tuple[int, int]) -> np.ndarray:
 
 
 def _check_mask(mask, size: tuple[int, int]) -> np.ndarray | None:
-    """A float32 0/1 mask of the image's shape, or ``None`` when it restricts nothing."""
+    """A float32 mask of the image's shape, or ``None`` when it restricts nothing.
+
+    Boolean and integer masks (napari Labels) count every nonzero pixel as editable;
+    floating-point masks are soft weights in 0..1.
+    """
     if mask is None:
         return None
     if isinstance(mask, torch.Tensor):
@@ -254,16 +258,16 @@ def _check_mask(mask, size: tuple[int, int]) -> np.ndarray | None:
             f"mask shape {array.shape} does not match the image size {size}; "
             "paint the mask on the image being edited"
         )
-    if array.dtype == bool:
-        values = array.astype(np.float32)
+    if array.dtype == bool or np.issubdtype(array.dtype, np.integer):
+        values = (array != 0).astype(np.float32)  # label images: any label = may change
     else:
         try:
             values = array.astype(np.float32)
         except (TypeError, ValueError):
-            raise InputError(f"mask must be boolean or 0/1 numbers, got {array.dtype}") from None
+            raise InputError(f"mask must hold numbers, got {array.dtype}") from None
         if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
             raise InputError(
-                "mask values must be 0 (keep) or 1 (may change); "
+                "a floating-point mask must lie in 0 (keep) .. 1 (may change); "
                 f"got values from {values.min():g} to {values.max():g}"
             )
     if not values.any() or (values > 0).all():
