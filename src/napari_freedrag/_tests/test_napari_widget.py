@@ -306,25 +306,38 @@ def test_frames_saving_and_provenance(widget, qtbot, tmp_path):
     assert record["parameters"]["max_steps"] == 6 and record["edit"]["generated"] is True
 
 
-def test_close_and_reopen_keeps_edits_without_piling_up_listeners(widget, qtbot):
+def test_close_and_reopen_keeps_edits_and_frees_the_old_widget(make_napari_viewer, qtbot):
+    import gc
+    import weakref
+
     from napari_freedrag.napari.widget import FreeDragWidget
 
-    viewer = widget.viewer
-    controller = widget.controller
-    listeners = len(viewer.dims.events.point.callbacks)
-    viewer.window.remove_dock_widget(widget.native.parent())
-    qtbot.wait(10)
+    viewer = make_napari_viewer()
+    first = FreeDragWidget(viewer, backend=tiny_backend())
+    viewer.window.add_dock_widget(first, name="FreeDrag")
+    wait_run(qtbot, first, first.new_image())
+    controller, listeners = first.controller, len(viewer.dims.events.point.callbacks)
+    closed = weakref.ref(first)
+    viewer.window.remove_dock_widget(first.native)
+    del first
+    qtbot.wait(20)
+    gc.collect()
+    assert closed() is None, "the closed widget is still referenced"
+
     again = FreeDragWidget(viewer, backend=tiny_backend())
     viewer.window.add_dock_widget(again, name="FreeDrag")
     assert again.controller is controller
     assert len(viewer.dims.events.point.callbacks) == listeners
     assert len(again.controller.layers.records()) == 1
+    viewer.add_image(np.zeros((8, 8)), name="mine")
+    assert "mine" in [getattr(layer, "name", None) for layer in again.source.choices]
     viewer.layers[L.HANDLES].add([[3.0, 3.0]])
     viewer.layers[L.TARGETS].add([[3.0, 9.0]])
     assert len(viewer.layers[L.ARROWS].data) == 1
     again.max_steps.value = 2
     wait_run(qtbot, again, again.run())
     assert viewer.layers[L.EDITS].data.shape[0] == 2
+    assert "edit 1" in again.status.value
 
 
 def test_widget_is_contributed_to_napari(make_napari_viewer):

@@ -7,6 +7,7 @@ does the work; every user mistake becomes one napari notification and changes no
 from __future__ import annotations
 
 import random
+from contextlib import suppress
 from pathlib import Path
 
 from magicgui.widgets import (
@@ -97,9 +98,8 @@ class FreeDragWidget(Container):
         self.controller.status.connect(self._set_status)
         self.controller.busy.connect(self._on_busy)
         self.controller.image_ready.connect(self._on_image_ready)
-        napari_viewer.layers.events.inserted.connect(self._refresh_sources)
-        napari_viewer.layers.events.removed.connect(self._refresh_sources)
-        self.native.destroyed.connect(self._detach)
+        # napari itself calls reset_choices (the source list) when layers change; the
+        # controller's signals hold this widget weakly, so a closed widget just goes away.
         if self.controller.running:
             self._on_busy(True)
 
@@ -187,12 +187,14 @@ class FreeDragWidget(Container):
         return self.new_image()
 
     def _set_status(self, text: str):
-        self.status.value = text
+        with suppress(RuntimeError):  # the Qt side was deleted (viewer closing mid-run)
+            self.status.value = text
 
     def _on_busy(self, busy: bool):
-        for button in (self.run_button, self.new_button, self.random_button):
-            button.enabled = not busy
-        self.stop_button.enabled = busy
+        with suppress(RuntimeError):
+            for button in (self.run_button, self.new_button, self.random_button):
+                button.enabled = not busy
+            self.stop_button.enabled = busy
 
     def _on_model_choice(self, choice):
         is_path = choice in (CHECKPOINT_FILE, LDM_FOLDER)
@@ -240,17 +242,6 @@ class FreeDragWidget(Container):
             and not layer.metadata.get("generated", False)
         ]
         return [(NO_SOURCE, None), *layers]
-
-    def _refresh_sources(self, event=None):
-        self.source.reset_choices()
-
-    def _detach(self, *_):
-        """The dock was closed: stop listening (the controller and its edits live on)."""
-        self.controller.status.disconnect(self._set_status)
-        self.controller.busy.disconnect(self._on_busy)
-        self.controller.image_ready.disconnect(self._on_image_ready)
-        self.viewer.layers.events.inserted.disconnect(self._refresh_sources)
-        self.viewer.layers.events.removed.disconnect(self._refresh_sources)
 
 
 def available_devices() -> list[str]:
