@@ -156,9 +156,10 @@ def test_run_on_an_earlier_slice_continues_from_it(widget, qtbot):
     from napari_freedrag.napari.api import napari_drag
 
     viewer = widget.viewer
-    for target in ([16.0, 26.0], [4.0, 26.0]):
-        napari_drag(viewer, handles=[[16.0, 6.0]], targets=[target], max_steps=4)
+    for target, method in (([16.0, 26.0], "freedrag"), ([4.0, 26.0], "draggan")):
+        napari_drag(viewer, handles=[[16.0, 6.0]], targets=[target], max_steps=4, method=method)
     edits = viewer.layers[L.EDITS]
+    assert [e["method"] for e in edits.metadata["edits"][1:]] == ["freedrag", "draggan"]
     assert edits.data.shape[0] == 3
     assert not np.array_equal(edits.data[1], edits.data[2])
 
@@ -169,6 +170,16 @@ def test_run_on_an_earlier_slice_continues_from_it(widget, qtbot):
     assert edits.data.shape[0] == 4
     np.testing.assert_array_equal(edits.data[3], edits.data[1])
     assert edits.metadata["edits"][3]["parent"] == 1
+
+
+def test_switching_method_shows_its_preset(widget):
+    from napari_freedrag.engine.presets import default_params
+
+    widget.method.value = "draggan"
+    assert widget.l.native.isHidden() and widget.d.native.isHidden()
+    assert widget.lr.value == pytest.approx(default_params("stylegan2", "draggan", (32, 32)).lr)
+    widget.method.value = "freedrag"
+    assert not widget.l.native.isHidden() and widget.lr.value == pytest.approx(0.002)
 
 
 def _unequal(viewer):
