@@ -41,7 +41,9 @@ class TrainConfig:
     channel_max: int = 128
     batch: int = 16
     lr: float = 0.0025
-    r1_gamma: float = 0.05  # StyleGAN2-ADA's heuristic 0.0002 * res^2 / batch at 64 px
+    # StyleGAN2-ADA's heuristic (0.0002 * res^2 / batch = 0.05 at 64 px) let D overpower G
+    # within 15 kimg here (real logits ~8, G collapsed to black); 10x holds it back.
+    r1_gamma: float = 0.5
     r1_interval: int = 16
     style_mixing: float = 0.0  # probability; 0.9 is StyleGAN2's value, off for speed
     pl_weight: float = 0.0  # path-length regularisation weight; 2.0 in StyleGAN2, off
@@ -223,15 +225,21 @@ def load_snapshot(path: Path, device: torch.device) -> TrainState:
 
 
 def export_generator(state: TrainState, stem: Path) -> Path:
-    """Write ``G_ema`` as ``stem.safetensors`` + ``stem.json``, the project's checkpoint format."""
+    """Write ``G_ema`` as ``stem.safetensors`` + ``stem.json``, the project's checkpoint format,
+    with ``w_avg`` set and its activations scaled for FreeDrag's thresholds (feature_scale)."""
+    from napari_freedrag.models.cells.feature_scale import calibrate
     from napari_freedrag.models.stylegan2.checkpoint import save_checkpoint
 
     G = copy.deepcopy(state.G_ema).cpu()
     set_w_avg(G)
+    config = state.config.generator_kwargs()
+    scale = calibrate(G)
+    if config["conv_clamp"] is not None:  # clamp(c*x, c*k) == c*clamp(x, k): still exact
+        config["conv_clamp"] *= scale
     info = {"model": "cells", "kimg": round(state.nimg / 1000, 2),
             "iterations": state.iteration, "training_seconds": round(state.seconds),
-            "training_config": asdict(state.config)}
-    return save_checkpoint(stem, state.config.generator_kwargs(), G.state_dict(), info=info)
+            "training_config": asdict(state.config), "feature_scale": scale}
+    return save_checkpoint(stem, config, G.state_dict(), info=info)
 
 
 @torch.no_grad()
@@ -260,9 +268,10 @@ def train(state: TrainState, images: np.ndarray, out: Path, *, kimg: float, minu
     rng = np.random.default_rng(state.config.seed + state.iteration)
     start = last_snapshot = last_log = time.time()
     seconds_at_start, iter_at_log = state.seconds, state.iteration
+    logs = {}  # the lazy regularisers' last values stay in the log lines
     while state.nimg < kimg * 1000:
         index = rng.integers(0, len(images), size=state.config.batch)
-        logs = train_step(state, _to_batch(images, index, device))
+        logs.update(train_step(state, _to_batch(images, index, device)))
         now = time.time()
         state.seconds = seconds_at_start + (now - start)
         if not all(math.isfinite(v) for v in logs.values()):

@@ -1,0 +1,57 @@
+"""Rescaling the cells generator's activations: features scale, the image does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_freedrag.models.cells.feature_scale import (
+    calibrate,
+    rescale_activations,
+    shift_discrepancy,
+)
+from napari_freedrag.models.stylegan2.network import Generator
+
+
+def tiny_generator():
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3,
+                  mapping_kwargs={"num_layers": 2}, channel_base=256, channel_max=32)
+    with torch.no_grad():  # non-zero biases and noise, as after training
+        for name, p in G.synthesis.named_parameters():
+            if name.endswith("bias") or "noise_strength" in name:
+                p.normal_(0, 0.2)
+    return G.eval()
+
+
+def render(G, z):
+    x = img = None
+    out = {}
+    with torch.no_grad():
+        ws = G.mapping(z, None)
+        for res in (4, 8, 16, 32):
+            x, img = G.synthesis.block(res)(x, img, G.synthesis.block_ws(ws, res))
+            out[res] = x
+    return out, img
+
+
+def test_rescaling_multiplies_features_and_keeps_the_image():
+    G = tiny_generator()
+    z = torch.from_numpy(np.random.RandomState(0).randn(2, 16)).float()
+    before, image_before = render(G, z)
+    rescale_activations(G, 37.0)
+    after, image_after = render(G, z)
+    for res in before:
+        torch.testing.assert_close(after[res], before[res] * 37.0, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(image_after, image_before, rtol=1e-4, atol=1e-5)
+    assert image_before.abs().max() > 0.05  # the comparison is not between two blank images
+    with pytest.raises(ValueError):
+        rescale_activations(G, 0.0)
+
+
+def test_calibration_reaches_the_target_discrepancy():
+    G = tiny_generator()
+    scale = calibrate(G, target=0.3, count=2)
+    assert scale > 0
+    assert shift_discrepancy(G, count=2) == pytest.approx(0.3, rel=1e-3)

@@ -1,0 +1,79 @@
+"""Give the cells generator's drag features the scale FreeDrag's StyleGAN2 preset expects.
+
+FreeDrag's thresholds (``l = 0.3``, exit and done at ``0.25 l``) are absolute values of the
+mean absolute patch discrepancy, tuned on published StyleGAN2 models. A small model
+trained briefly can end with much smaller activations (ours: a patch moved by two
+feature pixels differs by ~0.003), and then every loss is "already below threshold": the
+points jump to their targets while the image does not change.
+
+StyleGAN2's synthesis network is exactly scale-equivariant in its activations: the
+demodulated convolutions are linear in their input and their weights are normalised, the
+leaky ReLU is positively homogeneous, so multiplying the constant input, every layer's
+bias and noise strength by ``c`` multiplies every feature map by ``c``; dividing the
+toRGB weights by ``c`` then leaves the image unchanged (to float rounding). At export we
+pick ``c`` so that, at segmented cell centroids, a patch moved by
+``SHIFT_FEATURE_PX`` feature pixels differs from the original by ``TARGET_DISCREPANCY``
+(the preset's ``l``): a sub-motion of the preset's size then means what it means on the
+published models.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from napari_freedrag.engine.patches import discrepancy, patch_features, patch_offsets
+from napari_freedrag.models.cells.quality import segment_cells
+from napari_freedrag.models.stylegan2.network import SynthesisLayer, ToRGBLayer
+
+TARGET_DISCREPANCY = 0.3
+SHIFT_FEATURE_PX = 2.0
+PATCH_RADIUS_PX = 3.0  # the StyleGAN2 preset's patch: 3x3 samples spanning +-3 image px
+
+
+@torch.no_grad()
+def rescale_activations(G, c: float) -> None:
+    """Multiply every synthesis feature map by ``c`` without changing the image."""
+    if not c > 0:
+        raise ValueError(f"activation scale must be positive, not {c}")
+    G.synthesis.b4.const.mul_(c)
+    for module in G.synthesis.modules():
+        if isinstance(module, SynthesisLayer):
+            module.bias.mul_(c)
+            if module.use_noise:
+                module.noise_strength.mul_(c)
+        elif isinstance(module, ToRGBLayer):
+            module.weight.div_(c)
+
+
+@torch.no_grad()
+def shift_discrepancy(G, count: int = 16, shift: float = SHIFT_FEATURE_PX) -> float:
+    """Median patch discrepancy between a cell centroid and points ``shift`` feature px away."""
+    from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
+
+    backend = StyleGAN2Backend(G, "calibration", "cpu")
+    values = []
+    for seed in range(count):
+        start = backend.sample(seed)
+        session = backend.session(start, None, "freedrag")
+        features = session.features(session.latent).double()
+        scale = torch.tensor(session.feature_scale, dtype=torch.float64)
+        offsets = patch_offsets(3, tuple((PATCH_RADIUS_PX * scale).tolist()))
+        centres = [region.centroid for region in segment_cells(start.image)]
+        if not centres:  # an untrained model draws no cells: measure on a coarse grid
+            size = np.asarray(start.image.shape[:2])
+            centres = [size * (i, j) / 4 for i in (1, 2, 3) for j in (1, 2, 3)]
+        for centroid in centres:
+            centre = torch.tensor(centroid, dtype=torch.float64) * scale
+            template = patch_features(features, centre, offsets)
+            for step in ((shift, 0.0), (-shift, 0.0), (0.0, shift), (0.0, -shift)):
+                moved = patch_features(features, centre + torch.tensor(step), offsets)
+                values.append(discrepancy(moved, template).item())
+    return float(np.median(values))
+
+
+def calibrate(G, target: float = TARGET_DISCREPANCY, count: int = 16) -> float:
+    """Rescale ``G`` in place so that :func:`shift_discrepancy` is ``target``; returns c."""
+    c = target / shift_discrepancy(G, count)
+    rescale_activations(G, c)
+    return c
