@@ -104,7 +104,6 @@ class DragController:
         self.layers = L.OwnedLayers(viewer)
         self.layers.reconnect()
         self._stop = threading.Event()
-        self._worker = None
         self._busy = False
         self._backends: dict[tuple[str, str], Any] = {}
         viewer.dims.events.point.connect(self._on_slice_changed)
@@ -431,14 +430,10 @@ class DragController:
     def _make_worker(self, func, *args, **connect):
         from napari.qt.threading import create_worker
 
-        worker = create_worker(func, *args, _start_thread=False, _connect=connect)
-        self._worker = worker
-        return worker
+        return create_worker(func, *args, _start_thread=False, _connect=connect)
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
-        if not busy:
-            self._worker = None
         self.busy.emit(busy)
 
     def _on_slice_changed(self, event=None) -> None:
