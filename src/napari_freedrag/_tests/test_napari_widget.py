@@ -111,15 +111,27 @@ def test_whole_flow_place_points_run_and_keep_the_edit(widget, qtbot):
     arrows = viewer.layers[L.ARROWS].data
     np.testing.assert_allclose(arrows[0], [[16, 8], [0, 16]])  # arrow handle -> target
 
-    previews = []
+    live = []  # what the viewer showed at each step (the widget's handler runs first)
+
+    def seen(step):
+        shown = viewer.layers[L.WORKING].data
+        live.append(
+            (
+                np.allclose(viewer.layers[L.HANDLES].data, step.points),
+                step.image is None or np.array_equal(shown, step.image),
+            )
+        )
+
+    widget.preview_every.value = 2
     worker = widget.run()
-    worker.yielded.connect(lambda step: previews.append(step.index))
+    worker.yielded.connect(seen)
     assert not widget.run_button.enabled and widget.stop_button.enabled
     wait_run(qtbot, widget, worker)
 
     edits = viewer.layers[L.EDITS]
     assert edits.data.shape[0] == 2
     assert widget.run_button.enabled
+    assert len(live) >= 2 and all(points and image for points, image in live), live
     moved = viewer.layers[L.HANDLES].data[0]
     assert abs(moved[1] - 24.0) < 16.0 - 2.0, "the handle should have moved toward the target"
     entry = edits.metadata["edits"][1]
