@@ -447,3 +447,16 @@ def test_a_users_uint16_layer_is_edited_in_its_own_form_and_never_touched(
     assert edits.data.shape == (2, 24, 40) and edits.data.dtype == np.uint16
     np.testing.assert_array_equal(cells.data, original)
     assert cells.name == "cells" and "generated" not in cells.metadata
+
+
+def test_napari_drag_raises_one_clear_error_and_changes_nothing(widget):
+    from napari_freedrag.errors import InputError
+    from napari_freedrag.napari.api import napari_drag
+
+    before = layer_snapshot(widget.viewer)
+    with pytest.raises(InputError, match="the mask is 4x4 but the image is 32x32"):
+        napari_drag(widget.viewer, handles=[[3, 3]], targets=[[3, 9]], mask=np.ones((4, 4)))
+    with pytest.raises(InputError, match="max_steps"):
+        napari_drag(widget.viewer, handles=[[3, 3]], targets=[[3, 9]], max_steps=-1)
+    assert_unchanged(widget.viewer, before)
+    assert not widget.controller.running
