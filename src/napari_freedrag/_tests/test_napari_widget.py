@@ -316,8 +316,12 @@ def test_frames_saving_and_provenance(widget, qtbot, tmp_path):
     widget.preview_every.value = 2
     wait_run(qtbot, widget, widget.run())
     frames = viewer.layers[L.FRAMES]
-    assert frames.data.shape[1:] == (32, 32, 3) and frames.data.shape[0] >= 3
+    assert frames.data.shape[1:] == (1, 32, 32, 3) and frames.data.shape[0] >= 3
     assert frames.metadata["generated"] is True
+    assert frames.translate[1] == 1  # attached to edit 1, which stays selected
+    assert widget.controller.layers.selected_slice() == 1
+    viewer.dims.set_point(0, frames.data.shape[0] - 1)  # play the movie to its end
+    assert widget.controller.layers.selected_slice() == 1
     written = export_frames(frames, tmp_path / "frames")
     assert len(list(written.glob("frame_*.png"))) == frames.data.shape[0]
     assert export_frames(frames, tmp_path / "run.gif").stat().st_size > 0

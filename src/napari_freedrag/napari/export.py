@@ -20,6 +20,8 @@ def export_frames(frames, path, fps: float = 10.0) -> Path:
     """
     metadata = dict(getattr(frames, "metadata", {}) or {})
     data = np.asarray(getattr(frames, "data", frames))
+    if data.ndim == 5 and data.shape[1] == 1:  # the frames layer: (T, 1 edit, H, W, 3)
+        data = data[:, 0]
     if data.ndim != 4 or data.shape[-1] != 3 or data.dtype != np.uint8 or len(data) == 0:
         raise InputError(
             f"frames must be a (T, H, W, 3) uint8 stack with at least one frame, got "

@@ -80,6 +80,31 @@ class SourceForm:
         if any(self.get(name) is None for name in (HANDLES, TARGETS, MASK, ARROWS)):
             self._ensure_point_layers(self.working.data.shape[:2], scale, translate)
 
+    def show_frames(self, frames: np.ndarray, entry: dict, edit: int) -> None:
+        """Keep a run's previews ``(T, H, W, 3)`` as a movie attached to the edit it made.
+
+        The layer is ``(T, 1, H, W, 3)``, placed at that edit on the edit axis, so its own
+        ``frame`` slider plays the run while the edit slider still selects edits.  Only
+        the latest run's frames are kept.
+        """
+        scale, translate = self.geometry()
+        old = self.get(FRAMES)
+        if old is not None:
+            self.viewer.layers.remove(old)
+        self.viewer.add_image(
+            frames[:, None],
+            name=FRAMES,
+            rgb=True,
+            scale=(1.0, 1.0, *scale),
+            translate=(0.0, float(edit), *translate),
+            visible=False,
+            metadata={"generated": True, "edit": entry},
+        )
+        labels = list(self.viewer.dims.axis_labels)
+        labels[self.viewer.dims.ndim - 4] = "frame"
+        self.viewer.dims.axis_labels = labels
+        self.select_slice(edit)
+
     def display(self, rgb: np.ndarray) -> np.ndarray:
         from napari_freedrag.imaging import from_model_rgb
 
@@ -203,6 +228,31 @@ class OwnedLayers:
             )  # fmt: skip
         if any(self.get(name) is None for name in (HANDLES, TARGETS, MASK, ARROWS)):
             self._ensure_point_layers(self.working.data.shape[:2], scale, translate)
+
+    def show_frames(self, frames: np.ndarray, entry: dict, edit: int) -> None:
+        """Keep a run's previews ``(T, H, W, 3)`` as a movie attached to the edit it made.
+
+        The layer is ``(T, 1, H, W, 3)``, placed at that edit on the edit axis, so its own
+        ``frame`` slider plays the run while the edit slider still selects edits.  Only
+        the latest run's frames are kept.
+        """
+        scale, translate = self.geometry()
+        old = self.get(FRAMES)
+        if old is not None:
+            self.viewer.layers.remove(old)
+        self.viewer.add_image(
+            frames[:, None],
+            name=FRAMES,
+            rgb=True,
+            scale=(1.0, 1.0, *scale),
+            translate=(0.0, float(edit), *translate),
+            visible=False,
+            metadata={"generated": True, "edit": entry},
+        )
+        labels = list(self.viewer.dims.axis_labels)
+        labels[self.viewer.dims.ndim - 4] = "frame"
+        self.viewer.dims.axis_labels = labels
+        self.select_slice(edit)
 
     def display(self, rgb: np.ndarray) -> np.ndarray:
         """A model RGB image in the form the current stack shows (the source's, if any)."""

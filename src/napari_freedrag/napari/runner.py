@@ -326,7 +326,7 @@ class DragController:
         self.layers.set_points_from_image(L.HANDLES, result.points)
         if job.keep_frames:
             frames = job.frames or [np.asarray(result.image)]
-            self._show_frames(np.stack(frames), entry)
+            self.layers.show_frames(np.stack(frames), entry, len(self.layers.records()) - 1)
         outcome = "converged" if result.converged else "max steps reached"
         outcome = "stopped" if result.stopped else outcome
         per_step = result.seconds / max(result.steps, 1)
@@ -345,22 +345,6 @@ class DragController:
     def _end(self, job: _Job) -> None:
         job.progress.close()
         self._set_busy(False)
-
-    def _show_frames(self, frames: np.ndarray, entry: dict) -> None:
-        """Keep every preview of the run as a time stack (replacing the previous run's)."""
-        scale, translate = self.layers.geometry()
-        old = self.layers.get(L.FRAMES)
-        if old is not None:
-            self.viewer.layers.remove(old)
-        self.viewer.add_image(
-            frames,
-            name=L.FRAMES,
-            rgb=True,
-            scale=(1.0, *scale),
-            translate=(0.0, *translate),
-            visible=False,
-            metadata={"generated": True, "edit": entry},
-        )
 
     def _run_sync(self, job: _Job):
         self._begin(job)
