@@ -76,7 +76,7 @@ def widget(make_napari_viewer, qtbot):
     w = FreeDragWidget(viewer, backend=tiny_backend())
     viewer.window.add_dock_widget(w, name="FreeDrag")
     worker = w.new_image()
-    qtbot.waitUntil(lambda: not w.controller.running, timeout=30_000)
+    qtbot.waitUntil(lambda: not w.controller.running, timeout=120_000)
     w.max_steps.value = 6
     assert worker is not None and L.EDITS in viewer.layers
     return w
@@ -84,7 +84,7 @@ def widget(make_napari_viewer, qtbot):
 
 def wait_run(qtbot, w, worker):
     assert worker is not None, "Run did not start"
-    qtbot.waitUntil(lambda: not w.controller.running, timeout=60_000)
+    qtbot.waitUntil(lambda: not w.controller.running, timeout=180_000)
 
 
 def layer_snapshot(viewer):
@@ -283,7 +283,7 @@ def test_missing_and_hostile_model_files_notify(widget, qtbot, notes, tmp_path):
         widget.set_model(str(path))
         assert widget.model_spec() == str(path)
         worker = widget.new_image()
-        qtbot.waitUntil(lambda: not widget.controller.running, timeout=30_000)
+        qtbot.waitUntil(lambda: not widget.controller.running, timeout=120_000)
         assert worker is not None
     assert len(notes) == 2, notes
     assert "missing.pkl" in notes[0] and "hostile.pkl" in notes[1]
