@@ -45,7 +45,6 @@ class FreeDragWidget(Container):
         self.controller = controller_for(napari_viewer)
         #: A backend object to use instead of loading the model field (tests, scripts).
         self.backend = backend
-        self.last_worker = None
         self._preset_key = None
 
         self.model = ComboBox(label="model", choices=_model_choices(), value="cells")
@@ -127,7 +126,7 @@ class FreeDragWidget(Container):
         """Load the model (once) and show a fresh image from the seed or the source layer."""
         source = None if self.source.value in (None, NO_SOURCE) else self.source.value
         try:
-            self.last_worker = self.controller.new_image(
+            return self.controller.new_image(
                 self.backend if self.backend is not None else self.model_spec(),
                 self.seed.value,
                 self.truncation.value,
@@ -138,7 +137,7 @@ class FreeDragWidget(Container):
             )
         except FreeDragError as exc:
             notify_error(exc)
-        return self.last_worker
+            return None
 
     def run(self):
         """Drag from the selected edit with the points, mask and parameters shown."""
@@ -149,7 +148,7 @@ class FreeDragWidget(Container):
             if method == "freedrag" or field not in FREEDRAG_ONLY
         }
         try:
-            self.last_worker = self.controller.run(
+            return self.controller.run(
                 method=method,
                 max_steps=self.max_steps.value,
                 preview_every=self.preview_every.value,
@@ -159,7 +158,6 @@ class FreeDragWidget(Container):
         except FreeDragError as exc:
             notify_error(exc)
             return None
-        return self.last_worker
 
     def reset_points(self):
         """Delete every handle and target (the arrows follow)."""
