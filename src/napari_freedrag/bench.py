@@ -77,6 +77,7 @@ class BenchConfig:
     other modes).
     """
 
+    name: str = "custom"
     model: str = "cells"
     device: str = "auto"
     seed: int = 0
@@ -105,6 +106,7 @@ class BenchConfig:
 def quick_config(model: str = "cells") -> BenchConfig:
     """CI-sized: a few instructions, short caps, random generator at 256 px only."""
     return BenchConfig(
+        name="quick",
         model=model,
         counts={"move": 3, "stretch": 2, "border": 1, "pair": 1, "large": 1},
         max_steps=80,
@@ -126,8 +128,9 @@ def quick_config(model: str = "cells") -> BenchConfig:
 def full_config(model: str = "cells") -> BenchConfig:
     """The run docs/benchmarks.md reports (about 35 minutes on 2 shared CPU cores)."""
     return BenchConfig(
+        name="full",
         model=model,
-        counts={"move": 16, "stretch": 8, "border": 6, "pair": 6, "large": 6},
+        counts={"move": 20, "stretch": 10, "border": 8, "pair": 8, "large": 8},
         masked_categories=("move",),
         speed_generators=[
             {"name": model, "model": model, "max_steps": 300, "mode_steps": 300},
@@ -135,14 +138,14 @@ def full_config(model: str = "cells") -> BenchConfig:
                 "name": "random-256",
                 "resolution": 256,
                 **STANDARD_GENERATOR,
-                "max_steps": 200,
+                "max_steps": 300,
                 "mode_steps": 6,
             },
             {
                 "name": "random-512",
                 "resolution": 512,
                 **STANDARD_GENERATOR,
-                "max_steps": 150,
+                "max_steps": 300,
                 "mode_steps": 5,
             },
         ],
