@@ -184,6 +184,11 @@ def run_benchmark(config: BenchConfig, backend=None, log=None) -> dict[str, Any]
             from napari_freedrag.models.registry import load_generator
 
             backend = load_generator(frozen or config.model, device=config.device)
+            if backend.kind != "stylegan2":
+                raise InputError(
+                    f"the benchmark needs a StyleGAN2 model (it samples images from seeds); "
+                    f"{config.model!r} is a {backend.kind} model"
+                )
         generators = [
             {**spec, "model": str(frozen)} if frozen and spec.get("model") == config.model else spec
             for spec in config.speed_generators
@@ -920,4 +925,6 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from napari_freedrag.cli import main as cli_main
+
+    raise SystemExit(cli_main(["bench", *sys.argv[1:]]))  # one-line errors, as the CLI

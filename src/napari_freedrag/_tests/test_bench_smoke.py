@@ -172,3 +172,22 @@ def test_a_speed_job_runs_in_its_own_process():
 def test_unknown_category_is_refused_with_the_allowed_names():
     with pytest.raises(InputError, match="unknown instruction category 'twist'.*move"):
         bench.run_benchmark(tiny_config(counts={"twist": 1}), backend=SeparateBlobs())
+
+
+def test_cli_names_a_missing_model_in_one_line(tmp_path, capsys):
+    from napari_freedrag.cli import main
+
+    status = main(
+        [
+            "bench",
+            "--quick",
+            "--model",
+            str(tmp_path / "missing.pt"),
+            "--out",
+            str(tmp_path / "bench.json"),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert len(err.splitlines()) == 1 and "missing.pt" in err
+    assert not (tmp_path / "bench.json").exists()
