@@ -23,8 +23,12 @@ import numpy as np  # noqa: E402
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 METHODS = ("freedrag", "draggan")
-LABELS = {"freedrag": "FreeDrag", "draggan": "DragGAN"}
-COLOURS = {"freedrag": "#1f77b4", "draggan": "#d62728"}
+LABELS = {
+    "freedrag": "FreeDrag",
+    "draggan": "DragGAN",
+    "freedrag-calibrated-l": "FreeDrag, calibrated l",
+}
+COLOURS = {"freedrag": "#1f77b4", "draggan": "#d62728", "freedrag-calibrated-l": "#2ca02c"}
 CATEGORY_DOCS = {
     "move": "move a cell's centroid by 6-10 px",
     "stretch": "two handles on a cell's major axis pulled apart (6-9 px)",
@@ -99,12 +103,12 @@ def accuracy_table(summary: dict) -> str:
     ]
     rows = []
     for category, by_method in summary.items():
-        for method in METHODS:
+        for k, method in enumerate(by_method):
             s = by_method[method]
             rows.append(
                 [
-                    category if method == "freedrag" else "",
-                    LABELS[method],
+                    category if k == 0 else "",
+                    label(method),
                     str(s["n"]),
                     f"{fmt(s['error_px_mean'])} / {fmt(s['error_px_median'])}",
                     fmt(s["success_rate"], percent=True),
@@ -127,14 +131,14 @@ def masked_table(summary: dict) -> str | None:
     for category, by_method in summary.items():
         if category == "all":
             continue
-        for method in METHODS:
+        for method in by_method:
             s = by_method[method]
             if not s["masked_n"]:
                 continue
             rows.append(
                 [
                     category,
-                    LABELS[method],
+                    label(method),
                     str(s["masked_n"]),
                     f"{fmt(s['error_px_mean'])} → {fmt(s['masked_error_px_mean'])}",
                     f"{fmt(s['success_rate'], percent=True)} → "
@@ -180,7 +184,7 @@ def speed_table(runs: list[dict]) -> str:
                 f"{r['parameters_m']:.1f}",
                 r["device"],
                 r["mode"],
-                LABELS[r["method"]],
+                label(r["method"]),
                 f"{r['s_per_step_median']:.3f}",
                 f"{r['steps']} / {r['max_steps']}",
                 "yes" if r["converged"] else "no",
@@ -195,20 +199,29 @@ def preset_table(presets: dict) -> str:
     rows = []
     for method, params in presets.items():
         text = ", ".join(f"{k}={v}" for k, v in params.items())
-        rows.append([LABELS[method], text])
+        rows.append([label(method), text])
     return table(["method", "parameters (spec presets, as run)"], rows)
 
 
 # plots ------------------------------------------------------------------------------------
 
 
+def label(method: str) -> str:
+    return LABELS.get(method, method)
+
+
+def bar_offset(k: int, count: int) -> float:
+    return (k - (count - 1) / 2) * 0.8 / count
+
+
 def grouped_bars(ax, categories, values_by_method, ylabel, title, percent=False):
-    width = 0.38
+    width = 0.8 / len(values_by_method)
     x = np.arange(len(categories))
-    for k, method in enumerate(METHODS):
-        values = [np.nan if v is None else v for v in values_by_method[method]]
+    for k, (method, values) in enumerate(values_by_method.items()):
+        values = [np.nan if v is None else v for v in values]
         values = np.asarray(values, dtype=float) * (100 if percent else 1)
-        ax.bar(x + (k - 0.5) * width, values, width, label=LABELS[method], color=COLOURS[method])
+        offset = bar_offset(k, len(values_by_method))
+        ax.bar(x + offset, values, width, label=label(method), color=COLOURS.get(method))
     ax.set_xticks(x, categories)
     ax.set_xlim(-0.6, len(categories) - 0.4)
     ax.set_ylabel(ylabel)
@@ -224,7 +237,7 @@ def plot_accuracy(summary: dict, path: Path) -> None:
         (axes[1], "success_rate", "%", "success (within 2 px)", True),
         (axes[2], "steps_mean", "optimiser steps", "mean steps used", False),
     ):
-        values = {m: [summary[c][m][key] for c in categories] for m in METHODS}
+        values = {m: [summary[c][m][key] for c in categories] for m in summary["all"]}
         grouped_bars(ax, categories, values, label, title, percent)
     axes[0].legend()
     fig.tight_layout()
@@ -239,7 +252,7 @@ def plot_preservation(summary: dict, path: Path) -> None:
         (axes[0], "outside_ssim_mean", "SSIM outside the edited region (1 = unchanged)"),
         (axes[1], "reverse_ssim_mean", "SSIM after drag + reverse drag vs original"),
     ):
-        values = {m: [summary[c][m][key] for c in categories] for m in METHODS}
+        values = {m: [summary[c][m][key] for c in categories] for m in summary["all"]}
         grouped_bars(ax, categories, values, "SSIM", title)
         finite = [v for vs in values.values() for v in vs if v is not None]
         if finite:
@@ -251,25 +264,34 @@ def plot_preservation(summary: dict, path: Path) -> None:
 
 
 def plot_pairs(rows: list[dict], path: Path) -> None:
-    """Per instruction: FreeDrag's error against DragGAN's (below the diagonal: FreeDrag
-    closer)."""
-    fig, ax = plt.subplots(figsize=(5.2, 5))
+    """Per instruction: each FreeDrag variant's error against DragGAN's (below the
+    diagonal: FreeDrag closer)."""
+    fig, ax = plt.subplots(figsize=(5.6, 5.2))
     categories = sorted({r["category"] for r in rows})
     markers = dict(zip(categories, "osD^v<>", strict=False))
+    variants = [v for v in rows[0]["results"] if v != "draggan"] if rows else []
     top = 1.0
-    for category in categories:
-        chosen = [r for r in rows if r["category"] == category]
-        x = [r["results"]["draggan"].get("error_px", np.nan) for r in chosen]
-        y = [r["results"]["freedrag"].get("error_px", np.nan) for r in chosen]
-        top = max(top, np.nanmax(x + y))
-        ax.scatter(x, y, marker=markers[category], label=category, alpha=0.75)
+    for variant in variants:
+        for category in categories:
+            chosen = [r for r in rows if r["category"] == category]
+            x = [r["results"]["draggan"].get("error_px", np.nan) for r in chosen]
+            y = [r["results"][variant].get("error_px", np.nan) for r in chosen]
+            top = max(top, np.nanmax(x + y))
+            ax.scatter(
+                x,
+                y,
+                marker=markers[category],
+                color=COLOURS.get(variant),
+                alpha=0.7,
+                label=f"{label(variant)}: {category}",
+            )
     ax.plot([0, top], [0, top], color="grey", lw=1)
     ax.axhline(2, color="grey", lw=0.6, ls=":")
     ax.axvline(2, color="grey", lw=0.6, ls=":")
     ax.set_xlabel("DragGAN: distance from target (px)")
     ax.set_ylabel("FreeDrag: distance from target (px)")
     ax.set_title("per instruction (below the line: FreeDrag closer)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -301,7 +323,7 @@ def plot_speed(runs: list[dict], path: Path) -> None:
         for i, value in enumerate(ttt[m]):
             if value is None:
                 axes[1].text(
-                    i + (k - 0.5) * 0.38,
+                    i + bar_offset(k, len(METHODS)),
                     0,
                     "not\nreached",
                     ha="center",
@@ -321,10 +343,14 @@ def plot_examples(report: dict, path: Path) -> bool:
     if not examples:
         return False
     rows = {r["id"]: r for r in report["accuracy"]["instructions"]}
-    fig, axes = plt.subplots(len(examples), 3, figsize=(7.5, 2.6 * len(examples)), squeeze=False)
+    variants = list(report["accuracy"]["summary"]["all"])
+    columns = 1 + len(variants)
+    fig, axes = plt.subplots(
+        len(examples), columns, figsize=(2.6 * columns, 2.6 * len(examples)), squeeze=False
+    )
     for i, example in enumerate(examples):
         row = rows[example["id"]]
-        for j, key in enumerate(("start", *METHODS)):
+        for j, key in enumerate(("start", *variants)):
             image = iio.imread(io.BytesIO(base64.b64decode(example[key])))
             ax = axes[i, j]
             ax.imshow(image, interpolation="nearest")
@@ -341,7 +367,7 @@ def plot_examples(report: dict, path: Path) -> bool:
             if key != "start":
                 result = row["results"][key]
                 ax.set_title(
-                    f"{LABELS[key]}: {result['error_px']:.1f} px, {result['steps']} st", fontsize=8
+                    f"{label(key)}: {result['error_px']:.1f} px, {result['steps']} st", fontsize=8
                 )
             else:
                 ax.set_title(

@@ -54,6 +54,14 @@ MODE_DOCS = {
     "implementations do",
 }
 CATEGORIES = ("move", "stretch", "border", "pair", "large")
+#: What runs on each accuracy instruction: a method, parameter overrides, and whether
+#: FreeDrag's ``l`` is calibrated on the start image (see :func:`calibrated_l`).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "freedrag": {"method": "freedrag"},
+    "draggan": {"method": "draggan"},
+}
+#: FreeDrag with ``l`` measured on the model instead of the preset's fixed value.
+CALIBRATED = {"freedrag-calibrated-l": {"method": "freedrag", "calibrate_l": True}}
 #: The standard StyleGAN2 configuration (FFHQ-style), random weights.
 STANDARD_GENERATOR = {
     "z_dim": 512,
@@ -95,6 +103,7 @@ class BenchConfig:
     max_steps: int = 300
     reverse: bool = True
     masked_categories: tuple[str, ...] = ()
+    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(VARIANTS))
     examples: int = 4
     speed_generators: list[dict[str, Any]] = field(default_factory=list)
     speed_modes: tuple[str, ...] = MODES
@@ -109,6 +118,7 @@ def quick_config(model: str = "cells") -> BenchConfig:
         name="quick",
         model=model,
         counts={"move": 3, "stretch": 2, "border": 1, "pair": 1, "large": 1},
+        variants={**VARIANTS, **CALIBRATED},
         max_steps=80,
         examples=2,
         speed_generators=[
@@ -131,6 +141,7 @@ def full_config(model: str = "cells") -> BenchConfig:
         name="full",
         model=model,
         counts={"move": 20, "stretch": 10, "border": 8, "pair": 8, "large": 8},
+        variants={**VARIANTS, **CALIBRATED},
         masked_categories=("move",),
         speed_generators=[
             {"name": model, "model": model, "max_steps": 300, "mode_steps": 300},
@@ -523,10 +534,14 @@ def measure(inst: dict, start_image: np.ndarray, image: np.ndarray, config) -> d
     }
 
 
-def _run_drag(backend, start, handles, targets, method, config, mask=None) -> tuple[Any, dict]:
-    """One drag; returns the result (or ``None`` if it diverged) and its plain summary."""
+def _run_drag(backend, start, handles, targets, variant, config, mask=None) -> tuple[Any, dict]:
+    """One drag of a variant; returns the result (``None`` if it diverged) and a summary."""
     from napari_freedrag.engine.run import drag
 
+    method = variant["method"]
+    overrides = dict(variant.get("overrides", {}))
+    if variant.get("calibrate_l"):
+        overrides["l"] = calibrated_l(backend, start, handles, targets, overrides)
     try:
         result = drag(
             backend,
@@ -537,6 +552,7 @@ def _run_drag(backend, start, handles, targets, method, config, mask=None) -> tu
             method,
             max_steps=config.max_steps,
             preview_every=0,
+            **overrides,
         )
     except DivergedError as error:
         result = getattr(error, "result", None)
@@ -545,6 +561,8 @@ def _run_drag(backend, start, handles, targets, method, config, mask=None) -> tu
             return None, summary
     else:
         summary = {"diverged": None}
+    if overrides:
+        summary["overrides"] = overrides
     distances = np.linalg.norm(result.points - result.targets, axis=1)
     summary.update(
         steps=result.steps,
@@ -558,18 +576,46 @@ def _run_drag(backend, start, handles, targets, method, config, mask=None) -> tu
     return result, summary
 
 
+def calibrated_l(backend, start, handles, targets, overrides=None) -> float:
+    """FreeDrag's ``l`` for this model: the patch discrepancy one sub-motion (``d``) along
+    the drag makes on the start image, mean over the handles.
+
+    ``l`` is documented as the expected discrepancy per sub-motion, but the preset is one
+    absolute number tuned on NVIDIA's models; features of another model may be on another
+    scale (the line search then treats every candidate as already matched).
+    """
+    from napari_freedrag.engine.patches import discrepancy, patch_features, patch_offsets
+    from napari_freedrag.engine.presets import apply_overrides
+
+    params = apply_overrides(backend.preset("freedrag", start.image_size), overrides or {})
+    session = backend.session(start, None, "freedrag")
+    scale = torch.tensor(session.feature_scale, dtype=torch.float64)
+    h = torch.as_tensor(np.asarray(handles, dtype=np.float64)) * scale
+    t = torch.as_tensor(np.asarray(targets, dtype=np.float64)) * scale
+    distance = (t - h).norm(dim=1, keepdim=True)
+    ahead = h + (t - h) / distance.clamp(min=1e-9) * distance.clamp(max=params.d)
+    radius = params.patch_radius * (scale if params.patch_units == "image" else torch.ones(2))
+    offsets = patch_offsets(params.patch_grid, (float(radius[0]), float(radius[1])))
+    with torch.no_grad():
+        features = session.features(session.latent.detach(), None)
+        value = discrepancy(
+            patch_features(features, ahead, offsets), patch_features(features, h, offsets)
+        )
+    return max(float(value.mean()), 1e-6)
+
+
 def accuracy(backend, config: BenchConfig, log) -> dict[str, Any]:
     """Plan the instructions, run both methods on each, measure; raw rows and summaries."""
     instructions = plan_instructions(backend, config)
     if instructions:  # warm up outside the timed runs
         first = instructions[0]
-        for method in METHODS:
+        for variant in config.variants.values():
             _run_drag(
                 backend,
                 first["start"],
                 first["handles"],
                 first["targets"],
-                method,
+                variant,
                 replace(config, max_steps=2),
             )
     log(
@@ -592,36 +638,43 @@ def accuracy(backend, config: BenchConfig, log) -> dict[str, Any]:
         if "stretch_px" in inst:
             row["stretch_px"] = inst["stretch_px"]
         images = {"start": start.image}
-        for method in METHODS:
+        for name, variant in config.variants.items():
             result, summary = _run_drag(
-                backend, start, inst["handles"], inst["targets"], method, config
+                backend, start, inst["handles"], inst["targets"], variant, config
             )
             if result is not None:
                 summary.update(measure(inst, start.image, result.image, config))
-                images[method] = result.image
+                images[name] = result.image
                 if config.reverse:
-                    summary["reverse"] = _reverse(backend, result, start.image, method, config)
+                    summary["reverse"] = _reverse(backend, result, start.image, variant, config)
             if inst["category"] in config.masked_categories:
                 region = edit_region(inst, config.region_dilation)
                 masked, masked_summary = _run_drag(
-                    backend, start, inst["handles"], inst["targets"], method, config, region
+                    backend, start, inst["handles"], inst["targets"], variant, config, region
                 )
                 if masked is not None:
                     masked_summary.update(measure(inst, start.image, masked.image, config))
                 summary["masked"] = masked_summary
-            row["results"][method] = summary
+            row["results"][name] = summary
         rows.append(row)
         log("  " + _row_line(row))
-        if len(examples) < config.examples and len(images) == 1 + len(METHODS):
+        if len(examples) < config.examples and len(images) == 1 + len(config.variants):
             examples.append({"id": number, **{k: _png(v) for k, v in images.items()}})
-    return {"instructions": rows, "summary": summarise(rows, config), "examples": examples}
+    return {
+        "variants": config.variants,
+        "instructions": rows,
+        "summary": summarise(rows, config),
+        "examples": examples,
+    }
 
 
-def _reverse(backend, result, original: np.ndarray, method: str, config) -> dict[str, Any]:
+def _reverse(backend, result, original: np.ndarray, variant: dict, config) -> dict[str, Any]:
     """Drag back from the result (targets to handles) and compare with the original."""
     from skimage.metrics import structural_similarity
 
-    back, summary = _run_drag(backend, result.state, result.targets, result.handles, method, config)
+    back, summary = _run_drag(
+        backend, result.state, result.targets, result.handles, variant, config
+    )
     if back is None:
         return summary
     diff = np.abs(back.image.astype(np.float64) - original.astype(np.float64))
@@ -666,7 +719,7 @@ def summarise(rows: list[dict], config: BenchConfig) -> dict[str, Any]:
         if not chosen:
             continue
         out[category] = {}
-        for method in METHODS:
+        for method in config.variants:
             results = [r["results"][method] for r in chosen]
             ran = [r for r in results if "error_px" in r]
             reverse = [r.get("reverse", {}) for r in ran]

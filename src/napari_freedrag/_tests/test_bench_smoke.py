@@ -52,6 +52,7 @@ def tiny_config(**changes) -> bench.BenchConfig:
         max_steps=60,
         masked_categories=("move",),
         examples=1,
+        variants={**bench.VARIANTS, **bench.CALIBRATED},
         speed_generators=[TINY_GENERATOR],
         isolate=False,
     )
@@ -102,6 +103,14 @@ def test_every_instruction_has_measured_results_for_both_methods(report):
             assert 0 <= reverse["mae"] <= 255 and -1 <= reverse["ssim"] <= 1
             if row["category"] == "move":
                 assert result["masked"]["steps"] >= 1
+
+
+def test_calibrated_variant_runs_freedrag_with_a_measured_l(report):
+    for row in report["accuracy"]["instructions"]:
+        result = row["results"]["freedrag-calibrated-l"]
+        assert finite(result["overrides"]["l"]) and result["overrides"]["l"] > 0
+        assert "overrides" not in row["results"]["freedrag"]
+    assert report["accuracy"]["summary"]["all"]["freedrag-calibrated-l"]["n"] == 5
 
 
 def test_dragging_brings_the_object_closer_to_its_target(report):
