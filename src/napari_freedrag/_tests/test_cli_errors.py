@@ -117,3 +117,10 @@ def test_output_format_without_provenance_is_refused(tiny_model, tmp_path, capsy
 
 def test_unknown_command(capsys):
     _fails_with_one_line(capsys, ["frobnicate"], "invalid choice")
+
+
+def test_real_image_with_a_gan_model_points_to_latent_diffusion(tiny_model, tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(photo)
+    argv = ["edit", "--model", str(tiny_model), "--image", str(photo), "--drag", "1,1:2,2"]
+    _fails_with_one_line(capsys, [*argv, "--out", str(tmp_path / "x.png")], "ldm:")
