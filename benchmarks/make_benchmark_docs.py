@@ -184,7 +184,7 @@ def speed_table(runs: list[dict]) -> str:
                 f"{r['parameters_m']:.1f}",
                 r["device"],
                 r["mode"],
-                label(r["method"]),
+                label(r.get("variant", r["method"])),
                 f"{r['s_per_step_median']:.3f}",
                 f"{r['steps']} / {r['max_steps']}",
                 "yes" if r["converged"] else "no",
@@ -298,39 +298,42 @@ def plot_pairs(rows: list[dict], path: Path) -> None:
 
 
 def plot_speed(runs: list[dict], path: Path) -> None:
+    """Seconds per step for every feature mode; time to target on the shipped path."""
     keys = []
     for r in runs:
         key = (r["generator"], r["device"], r["mode"])
         if key not in keys:
             keys.append(key)
     labels = [f"{g}\n{m}" + ("" if d == "cpu" else f"\n{d}") for g, d, m in keys]
-    by = {(r["generator"], r["device"], r["mode"], r["method"]): r for r in runs}
-    fig, axes = plt.subplots(1, 2, figsize=(15, 4.6), gridspec_kw={"width_ratios": [3, 1.3]})
+    by = {(r["generator"], r["device"], r["mode"], r.get("variant", r["method"])): r for r in runs}
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.6), gridspec_kw={"width_ratios": [3, 1.5]})
     values = {m: [by.get((*k, m), {}).get("s_per_step_median") for k in keys] for m in METHODS}
     grouped_bars(axes[0], labels, values, "s per optimiser step (log)", "seconds per step")
     axes[0].set_yscale("log")
     axes[0].tick_params(axis="x", labelsize=7)
     axes[0].legend()
     reach = [k for k in keys if k[2] == "receptive"]
+    variants = list(dict.fromkeys(r.get("variant", r["method"]) for r in runs))
     ttt = {}
-    for m in METHODS:
+    for m in variants:
         ttt[m] = []
         for k in reach:
             r = by.get((*k, m), {})
             ttt[m].append(r.get("time_to_target") if r.get("converged") else None)
     grouped_bars(axes[1], [k[0] for k in reach], ttt, "s", "time to target (shipped path)")
-    for k, m in enumerate(METHODS):
+    for k, m in enumerate(variants):
         for i, value in enumerate(ttt[m]):
             if value is None:
                 axes[1].text(
-                    i + bar_offset(k, len(METHODS)),
+                    i + bar_offset(k, len(variants)),
                     0,
                     "not\nreached",
                     ha="center",
                     va="bottom",
-                    fontsize=7,
-                    color=COLOURS[m],
+                    fontsize=6,
+                    color=COLOURS.get(m),
                 )
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -140,7 +140,7 @@ def full_config(model: str = "cells") -> BenchConfig:
     return BenchConfig(
         name="full",
         model=model,
-        counts={"move": 20, "stretch": 10, "border": 8, "pair": 8, "large": 8},
+        counts={"move": 16, "stretch": 8, "border": 6, "pair": 6, "large": 6},
         variants={**VARIANTS, **CALIBRATED},
         masked_categories=("move",),
         speed_generators=[
@@ -755,15 +755,21 @@ def summarise(rows: list[dict], config: BenchConfig) -> dict[str, Any]:
 
 
 def speed(config: BenchConfig, generators: list[dict], log) -> dict[str, Any]:
+    """Every (generator, device, mode, method); calibrated variants on the shipped path."""
+    calibrated = [name for name, v in config.variants.items() if v.get("calibrate_l")]
     runs = []
     for spec in generators:
         for device in config.speed_devices:
             for mode in config.speed_modes:
-                for method in METHODS:
+                names = [*METHODS, *(calibrated if mode == "receptive" else [])]
+                for name in names:
+                    variant = config.variants.get(name, {"method": name})
                     job = {
                         "generator": spec,
                         "device": device,
-                        "method": method,
+                        "variant": name,
+                        "method": variant["method"],
+                        "calibrate_l": bool(variant.get("calibrate_l")),
                         "mode": mode,
                         "max_steps": spec["max_steps"]
                         if mode == "receptive"
@@ -774,7 +780,7 @@ def speed(config: BenchConfig, generators: list[dict], log) -> dict[str, Any]:
                     result = _in_subprocess(job) if config.isolate else speed_run(job)
                     runs.append(result)
                     log(
-                        f"  speed {spec['name']:<10} {device:<4} {mode:<14} {method:<8} "
+                        f"  speed {spec['name']:<10} {device:<4} {mode:<14} {name:<8} "
                         f"{result['s_per_step_median']:.3f} s/step, {result['steps']} steps, "
                         f"converged {result['converged']}, peak {result['peak_memory_gib']} GiB"
                     )
@@ -876,6 +882,9 @@ def speed_run(job: dict) -> dict[str, Any]:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    overrides = {}
+    if job.get("calibrate_l"):
+        overrides["l"] = calibrated_l(backend, start, handle, target)
     # Warm up (first-call allocations, lazy initialisation) outside the timed run.
     drag(backend, start, handle, target, None, job["method"], max_steps=2, preview_every=0)
     rss_before = _rss_gib()
@@ -888,6 +897,7 @@ def speed_run(job: dict) -> dict[str, Any]:
         job["method"],
         max_steps=job["max_steps"],
         preview_every=0,
+        **overrides,
     )
     times = []
     while True:
@@ -904,6 +914,8 @@ def speed_run(job: dict) -> dict[str, Any]:
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else _peak_rss_gib()
     return {
         **{k: job[k] for k in ("device", "method", "mode", "max_steps")},
+        "variant": job.get("variant", job["method"]),
+        "overrides": overrides,
         "generator": job["generator"]["name"],
         "resolution": height,
         "parameters_m": sum(p.numel() for p in _generator(backend).parameters()) / 1e6,

@@ -142,6 +142,9 @@ def test_speed_runs_cover_every_mode_and_method_with_finite_numbers(report):
     assert {(r["mode"], r["method"]) for r in runs} == {
         (mode, method) for mode in bench.MODES for method in ("freedrag", "draggan")
     }
+    calibrated = [r for r in runs if r["variant"] == "freedrag-calibrated-l"]
+    assert [r["mode"] for r in calibrated] == ["receptive"]
+    assert calibrated[0]["overrides"]["l"] > 0
     for run in runs:
         assert run["resolution"] == 32 and run["device"] == "cpu"
         assert finite(run["s_per_step_median"]) and run["s_per_step_median"] > 0
