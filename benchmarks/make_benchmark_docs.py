@@ -412,6 +412,15 @@ def generated_section(report: dict, images: Path, docs: Path) -> str:
         f"![per instruction]({rel / 'bench-per-instruction.png'})",
         f"![preservation]({rel / 'bench-preservation.png'})",
     ]
+    calibrated = {
+        v: s["calibrated_l_mean"] for v, s in summary["all"].items() if s.get("calibrated_l_mean")
+    }
+    for variant, value in calibrated.items():
+        parts.append(
+            f"{label(variant)}: l measured per instruction on the start image (the patch "
+            f"discrepancy of one sub-motion of d along the drag), mean {value:.4f}; the "
+            f"preset's l is {report['presets']['freedrag']['l']}."
+        )
     masked = masked_table(summary)
     if masked:
         parts += ["### With a mask (edited region painted): unmasked → masked", masked]

@@ -740,6 +740,7 @@ def summarise(rows: list[dict], config: BenchConfig) -> dict[str, Any]:
                 "outside_ssim_mean": _mean(r["outside_ssim"] for r in ran),
                 "reverse_ssim_mean": _mean(r.get("ssim") for r in reverse),
                 "reverse_mae_mean": _mean(r.get("mae") for r in reverse),
+                "calibrated_l_mean": _mean(r.get("overrides", {}).get("l") for r in ran),
                 "masked_n": len(masked),
                 "masked_error_px_mean": _mean(r["error_px"] for r in masked),
                 "masked_success_rate": _mean(float(r["success"]) for r in masked),
