@@ -10,7 +10,9 @@ Adam. Three ways to compute the features (all give the same numbers where they a
 * ``frozen-out``: the session's full-map path, frozen styles cached outside autograd;
 * ``receptive``: the session's fast path over the receptive field of the handle's patch.
 
-Each (resolution, mode) runs in its own process so that its peak RSS is its own.
+Each (resolution, mode) runs in its own process so that its peak RSS is its own. The
+table shows the median and the fastest wall-clock step and the median CPU seconds per
+step (all threads), which tells contention on a shared machine apart from real work.
 
     python benchmarks/stylegan2_speed.py                 # 256 and 512 px, 2 threads
     python benchmarks/stylegan2_speed.py --resolutions 256 --steps 3 --modes receptive
@@ -76,15 +78,16 @@ def worker(resolution: int, mode: str, steps: int, warmup: int) -> dict:
 
     latent = session.latent
     optimiser = torch.optim.Adam([latent], lr=0.002)
-    times = []
+    times, cpu_times = [], []
     for i in range(warmup + steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         loss = discrepancy(patch_features(features(latent), handle, offsets), templates).sum()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         if i >= warmup:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     start = time.perf_counter()
     session.render(latent)
     render_s = time.perf_counter() - start
@@ -96,6 +99,7 @@ def worker(resolution: int, mode: str, steps: int, warmup: int) -> dict:
         "steps": steps,
         "s_per_step_median": statistics.median(times),
         "s_per_step_min": min(times),
+        "cpu_s_per_step_median": statistics.median(cpu_times),
         "render_s": render_s,
         "peak_rss_gib": peak_kib / 2**20,
         "box": boxes[0],
@@ -123,7 +127,8 @@ def main(argv=None) -> int:
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     results = []
-    print(f"{'res':>5} {'mode':<13} {'s/step':>8} {'min':>7} {'render s':>9} {'peak GiB':>9}")
+    header = ("res", "mode", "s/step", "min", "cpu s", "render s", "peak GiB")
+    print("{:>5} {:<13} {:>8} {:>7} {:>7} {:>9} {:>9}".format(*header))
     for resolution in args.resolutions:
         for mode in args.modes:
             command = [
@@ -136,7 +141,8 @@ def main(argv=None) -> int:
             results.append(result)
             print(
                 f"{resolution:>5} {mode:<13} {result['s_per_step_median']:>8.3f} "
-                f"{result['s_per_step_min']:>7.3f} {result['render_s']:>9.2f} "
+                f"{result['s_per_step_min']:>7.3f} {result['cpu_s_per_step_median']:>7.3f} "
+                f"{result['render_s']:>9.2f} "
                 f"{result['peak_rss_gib']:>9.2f}",
                 flush=True,
             )
