@@ -81,3 +81,15 @@ def test_divergence_stops_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setattr(cells_train, "train_step", lambda *a: {"loss_G": float("nan")})
     with pytest.raises(DivergedError, match="lower --lr"):
         cells_train.train(state, make_images(4, size=16), tmp_path, kimg=1, minutes=None)
+
+
+def test_translation_moves_content_without_changing_it():
+    torch.manual_seed(1)
+    x = torch.full((16, 3, 32, 32), -0.9)
+    x[:, :, 15:17, 15:17] = 1.0  # a bright 2x2 spot in the middle
+    assert torch.equal(cells_train.translate(x, 0.0), x)
+    moved = cells_train.translate(x, 0.125)
+    spots = [torch.nonzero(img[0] > 0).float().mean(0) for img in moved]
+    shifts = torch.stack(spots) - 15.5
+    assert shifts.abs().max() <= 4 and shifts.abs().sum() > 0
+    assert torch.equal((moved > 0).sum(dim=(1, 2, 3)), (x > 0).sum(dim=(1, 2, 3)))

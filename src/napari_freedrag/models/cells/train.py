@@ -18,6 +18,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,15 +40,21 @@ class TrainConfig:
     mapping_layers: int = 2
     channel_base: int = 2048
     channel_max: int = 128
-    batch: int = 16
-    lr: float = 0.0025
-    # StyleGAN2-ADA's heuristic (0.0002 * res^2 / batch = 0.05 at 64 px) let D overpower G
-    # within 15 kimg here (real logits ~8, G collapsed to black); 10x holds it back.
-    r1_gamma: float = 0.5
+    # Batch 16 with lr 0.0025 collapsed to one central blob by 16 kimg; StyleGAN2-ADA's
+    # smallest batch at 64 px is 32.
+    batch: int = 32
+    lr: float = 0.002
+    # StyleGAN2-ADA's heuristic (0.0002 * res^2 / batch = 0.05 at 64 px, batch 16) let D
+    # overpower G within 15 kimg here (real logits ~8, G collapsed to black).
+    r1_gamma: float = 1.0
     r1_interval: int = 16
     style_mixing: float = 0.0  # probability; 0.9 is StyleGAN2's value, off for speed
     pl_weight: float = 0.0  # path-length regularisation weight; 2.0 in StyleGAN2, off
     pl_interval: int = 4
+    # DiffAugment-style random translation (up to this fraction of the size) of everything
+    # D sees, reals and fakes alike. Without it D won within 15-30 kimg in all three
+    # earlier runs and G collapsed (see docs/cells-model.md).
+    augment_translation: float = 0.125
     ema_kimg: float = 5.0
     ema_rampup: float = 0.05
     dataset_size: int = 20000
@@ -127,7 +134,7 @@ def train_step(state: TrainState, reals: torch.Tensor) -> dict:
     G.requires_grad_(True)
     D.requires_grad_(False)
     ws = _latents(state, batch, device)
-    fake_logits = D(G.synthesis(ws, noise_mode="random"))
+    fake_logits = D(translate(G.synthesis(ws, noise_mode="random"), cfg.augment_translation))
     loss_G = F.softplus(-fake_logits).mean()
     state.opt_G.zero_grad(set_to_none=True)
     loss_G.backward()
@@ -143,8 +150,9 @@ def train_step(state: TrainState, reals: torch.Tensor) -> dict:
         fakes = G.synthesis(_latents(state, batch, device), noise_mode="random")
     do_r1 = cfg.r1_gamma > 0 and state.iteration % cfg.r1_interval == 0
     reals = reals.detach().requires_grad_(do_r1)
-    real_logits = D(reals)
-    loss_D = F.softplus(D(fakes)).mean() + F.softplus(-real_logits).mean()
+    real_logits = D(translate(reals, cfg.augment_translation))
+    fake_logits_d = D(translate(fakes, cfg.augment_translation))
+    loss_D = F.softplus(fake_logits_d).mean() + F.softplus(-real_logits).mean()
     total = loss_D
     if do_r1:
         (grad,) = torch.autograd.grad(real_logits.sum(), reals, create_graph=True)
@@ -176,6 +184,22 @@ def _path_length_step(state: TrainState, batch: int, device) -> float:
     penalty = (lengths - state.pl_mean).square().mean() * cfg.pl_weight * cfg.pl_interval
     penalty.backward()
     return lengths.mean().item()
+
+
+def translate(x: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Shift each image by a random whole number of pixels (up to ``fraction`` of its size),
+    filling with its own border (the dark background). Differentiable, so it applies to
+    fakes in G's step and to reals under R1 alike."""
+    n, _, h, w = x.shape
+    pad = int(round(h * fraction))
+    if pad == 0:
+        return x
+    shifts = torch.randint(-pad, pad + 1, (n, 2), device=x.device)
+    padded = F.pad(x, [pad, pad, pad, pad], mode="replicate")
+    rows = torch.arange(h, device=x.device)[None, :] + pad - shifts[:, :1]
+    cols = torch.arange(w, device=x.device)[None, :] + pad - shifts[:, 1:]
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 @torch.no_grad()
@@ -296,9 +320,13 @@ def train(state: TrainState, images: np.ndarray, out: Path, *, kimg: float, minu
 
 
 def _write_outputs(state: TrainState, out: Path, imsave) -> None:
+    """Snapshot to resume from, plus every export kept by kimg (GAN quality is not monotone:
+    the best one is picked afterwards) and the latest as ``cells.safetensors``."""
     save_snapshot(state, out / "snapshot.pt")
     stem = out / "cells"
-    export_generator(state, stem)
+    exported = export_generator(state, out / f"cells-{state.nimg // 1000:04d}kimg")
+    for suffix in (".safetensors", ".json"):
+        shutil.copyfile(exported.with_suffix(suffix), stem.with_suffix(suffix))
     imsave(out / f"samples-{state.nimg // 1000:06d}kimg.png",
            sample_grid(state.G_ema), check_contrast=False)
     print(f"snapshot at kimg {state.nimg / 1000:.2f} -> {stem}.safetensors", flush=True)
