@@ -79,6 +79,22 @@ def measure(result_image, cell_mask, handle, target, others):
     return progress, residual, other_shifts
 
 
+def figure(pairs, scale=4):
+    """Rows of (start, result) images, upscaled; handle (red) and target (cyan) marked."""
+    tiles = []
+    for start, result, handle, target in pairs:
+        row = []
+        for image in (start, result):
+            big = np.kron(image, np.ones((scale, scale, 1), dtype=np.uint8))
+            for point, colour in ((handle, (255, 40, 40)), (target, (40, 255, 255))):
+                r, c = (np.asarray(point) * scale + scale / 2).astype(int)
+                big[max(r - 3, 0):r + 4, max(c - 3, 0):c + 4] = colour
+            row += [big, np.full((big.shape[0], 4, 3), 255, np.uint8)]
+        tiles.append(np.concatenate(row[:-1], axis=1))
+        tiles.append(np.full((4, tiles[-1].shape[1], 3), 255, np.uint8))
+    return np.concatenate(tiles[:-1], axis=0)
+
+
 def summary(values):
     v = np.asarray(values, dtype=float)
     return {"n": int(v.size), "median": float(np.median(v)), "q25": float(np.quantile(v, 0.25)),
@@ -92,12 +108,14 @@ def main(argv=None):
     parser.add_argument("--mask", action="store_true", help="also run the masked drags")
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="PNG of the first 4 drags: start | result, handle red, target cyan")
     args = parser.parse_args(argv)
 
     gen = nfd.load_generator(args.model, device="cpu")
     size = gen.image_size[0]
     rng = np.random.default_rng(0)
-    rows, seed = [], 0
+    rows, seed, pairs = [], 0, []
     began = time.perf_counter()
     while len(rows) < args.count and seed < 10 * args.count:
         start = gen.sample(seed)
@@ -111,6 +129,7 @@ def main(argv=None):
                   for i, r in enumerate(regions) if r is not cell]
         result = nfd.drag(gen, start, [handle], [target], max_steps=args.max_steps)
         progress, residual, shifts = measure(result.image, cell_mask, handle, target, others)
+        pairs.append((start.image, result.image, handle, target))
         row = {"seed": seed - 1, "handle": handle.round(2).tolist(),
                "target": target.round(2).tolist(),
                "distance": float(np.linalg.norm(target - handle)),
@@ -147,6 +166,10 @@ def main(argv=None):
         report["other_cells_shift_px_masked"] = summary(masked_shifts)
         report["masked_progress"] = summary([r["masked_progress"] for r in masked_rows])
     print(json.dumps(report, indent=1))
+    if args.figure:
+        from skimage.io import imsave
+
+        imsave(args.figure, figure(pairs[:4]), check_contrast=False)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": report, "rows": rows}, indent=1))
