@@ -27,12 +27,10 @@ def open_viewer(model: str = "cells", *, show: bool = True, seed: int = 0, new_i
     """
     import napari
 
-    from napari_freedrag.napari.widget import FreeDragWidget
-
     viewer = napari.Viewer(title="napari-freedrag", show=show)
     viewer.window.resize(*WINDOW_SIZE)
-    widget = FreeDragWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="FreeDrag", area="right")
+    # The same route as Plugins > FreeDrag, so the main job proves the npe2 contribution.
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-freedrag", "FreeDrag")
     widget.set_model(model)
     widget.seed.value = seed
     if new_image:

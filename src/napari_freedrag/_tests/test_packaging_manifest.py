@@ -98,11 +98,6 @@ def test_npe2_validate_with_imports():
 
 
 @pytest.mark.napari
-@pytest.mark.xfail(
-    strict=True,
-    reason="napari hands plugin widgets a PublicOnlyProxy viewer; napari/layers.py keys its "
-    "edit records by the proxied layer, which dies at once, so Run finds 'no image to edit'",
-)
 def test_widget_from_the_plugins_menu_runs_a_drag(qtbot):
     """What *Plugins -> FreeDrag* does: npe2 builds the widget from the manifest."""
     import napari

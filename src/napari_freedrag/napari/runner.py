@@ -62,12 +62,22 @@ class _Job:
 _CONTROLLERS: weakref.WeakKeyDictionary[Any, DragController] = weakref.WeakKeyDictionary()
 
 
+def unwrap_viewer(viewer):
+    """The real viewer behind the ``PublicOnlyProxy`` napari hands plugin widgets.
+
+    Layers reached through the proxy are new proxy objects each time, so anything keyed
+    by layer identity (the edit records) must work on the real viewer.
+    """
+    return getattr(viewer, "__wrapped__", viewer)
+
+
 def controller_for(viewer) -> DragController:
     """The one controller of ``viewer``, shared by its widget(s) and ``napari_drag``.
 
     One per viewer means a reopened widget finds the running drag and the loaded models,
     and no second set of event connections piles up.
     """
+    viewer = unwrap_viewer(viewer)
     controller = _CONTROLLERS.get(viewer)
     if controller is None:
         controller = _CONTROLLERS[viewer] = DragController(viewer)

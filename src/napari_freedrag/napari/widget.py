@@ -24,7 +24,7 @@ from magicgui.widgets import (
 
 from napari_freedrag.errors import FreeDragError
 from napari_freedrag.napari import layers as L
-from napari_freedrag.napari.runner import controller_for, notify_error
+from napari_freedrag.napari.runner import controller_for, notify_error, unwrap_viewer
 
 CHECKPOINT_FILE = "checkpoint file…"
 LDM_FOLDER = "latent-diffusion folder…"
@@ -41,7 +41,7 @@ class FreeDragWidget(Container):
 
     def __init__(self, napari_viewer, backend=None):
         super().__init__(labels=True)
-        self.viewer = napari_viewer
+        self.viewer = unwrap_viewer(napari_viewer)
         self.controller = controller_for(napari_viewer)
         #: A backend object to use instead of loading the model field (tests, scripts).
         self.backend = backend
