@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
@@ -39,14 +38,11 @@ class LoraSettings:
     seed: int = 0
 
 
-def home_dir() -> Path:
-    """The plugin's cache root: ``$NAPARI_FREEDRAG_HOME`` or ``~/.cache/napari-freedrag``."""
-    root = os.environ.get("NAPARI_FREEDRAG_HOME")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "napari-freedrag"
-
-
 def lora_dir() -> Path:
-    return home_dir() / "lora"
+    """Per-image LoRAs live beside the checkpoints, in the one folder the user controls."""
+    from napari_freedrag.models.registry import checkpoint_dir
+
+    return checkpoint_dir() / "lora"
 
 
 def lora_key(image: np.ndarray, model_id: str, prompt: str, settings: LoraSettings) -> str:
