@@ -179,7 +179,7 @@ def speed_table(runs: list[dict]) -> str:
     for r in runs:
         rows.append(
             [
-                r["generator"],
+                short(r["generator"]),
                 str(r["resolution"]),
                 f"{r['parameters_m']:.1f}",
                 r["device"],
@@ -204,6 +204,11 @@ def preset_table(presets: dict) -> str:
 
 
 # plots ------------------------------------------------------------------------------------
+
+
+def short(name: str) -> str:
+    """A model path as its file stem (plots and tables have little room)."""
+    return Path(name).stem if "/" in name or "\\" in name else name
 
 
 def label(method: str) -> str:
@@ -304,7 +309,7 @@ def plot_speed(runs: list[dict], path: Path) -> None:
         key = (r["generator"], r["device"], r["mode"])
         if key not in keys:
             keys.append(key)
-    labels = [f"{g}\n{m}" + ("" if d == "cpu" else f"\n{d}") for g, d, m in keys]
+    labels = [f"{short(g)}\n{m}" + ("" if d == "cpu" else f"\n{d}") for g, d, m in keys]
     by = {(r["generator"], r["device"], r["mode"], r.get("variant", r["method"])): r for r in runs}
     fig, axes = plt.subplots(1, 2, figsize=(15, 4.6), gridspec_kw={"width_ratios": [3, 1.5]})
     values = {m: [by.get((*k, m), {}).get("s_per_step_median") for k in keys] for m in METHODS}
@@ -320,7 +325,7 @@ def plot_speed(runs: list[dict], path: Path) -> None:
         for k in reach:
             r = by.get((*k, m), {})
             ttt[m].append(r.get("time_to_target") if r.get("converged") else None)
-    grouped_bars(axes[1], [k[0] for k in reach], ttt, "s", "time to target (shipped path)")
+    grouped_bars(axes[1], [short(k[0]) for k in reach], ttt, "s", "time to target (shipped path)")
     for k, m in enumerate(variants):
         for i, value in enumerate(ttt[m]):
             if value is None:

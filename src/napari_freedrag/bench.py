@@ -140,7 +140,7 @@ def full_config(model: str = "cells") -> BenchConfig:
     return BenchConfig(
         name="full",
         model=model,
-        counts={"move": 16, "stretch": 8, "border": 6, "pair": 6, "large": 6},
+        counts={"move": 12, "stretch": 6, "border": 5, "pair": 5, "large": 5},
         variants={**VARIANTS, **CALIBRATED},
         masked_categories=("move",),
         speed_generators=[
