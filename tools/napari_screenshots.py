@@ -33,14 +33,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="cells")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-steps", type=int, default=60)
+    parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     args = parser.parse_args(argv)
 
     from qtpy.QtWidgets import QApplication
 
     from napari_freedrag import io
-    from napari_freedrag.demo import open_viewer
+    from napari_freedrag.demo import open_viewer, pick_drag
     from napari_freedrag.napari import layers as L
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -48,9 +48,8 @@ def main(argv=None) -> int:
     app = QApplication.instance()
     viewer.window._qt_window.resize(1400, 900)
     wait_idle(widget, app)
-    height, width = viewer.layers[L.WORKING].data.shape[:2]
-    handle = (round(height * 0.5), round(width * 0.35))
-    target = (round(height * 0.5), round(width * 0.65))
+    # The demo's instruction: a handle on the largest cell, dragged towards the centre.
+    handle, target = pick_drag(viewer.layers[L.WORKING].data)
     viewer.layers[L.HANDLES].add([handle])
     viewer.layers[L.TARGETS].add([target])
     widget.max_steps.value = args.max_steps
