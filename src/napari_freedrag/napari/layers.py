@@ -62,49 +62,6 @@ class SourceForm:
     contrast_limits: tuple[float, float]
     colormap: str
 
-    def repair(self) -> None:
-        """Re-create owned layers the user deleted or renamed, from the edits stack."""
-        edits = self.edits
-        if edits is None:
-            return
-        scale, translate = tuple(edits.scale[-2:]), tuple(edits.translate[-2:])
-        if self.working is None:
-            image = edits.data[self.selected_slice()]
-            look = {"rgb": edits.rgb}
-            if not edits.rgb:
-                look.update(contrast_limits=edits.contrast_limits, colormap=edits.colormap)
-            self.viewer.add_image(
-                image, name=WORKING, scale=scale, translate=translate,
-                metadata={"generated": True}, **look,
-            )  # fmt: skip
-        if any(self.get(name) is None for name in (HANDLES, TARGETS, MASK, ARROWS)):
-            self._ensure_point_layers(self.working.data.shape[:2], scale, translate)
-
-    def show_frames(self, frames: np.ndarray, entry: dict, edit: int) -> None:
-        """Keep a run's previews ``(T, H, W, 3)`` as a movie attached to the edit it made.
-
-        The layer is ``(T, 1, H, W, 3)``, placed at that edit on the edit axis, so its own
-        ``frame`` slider plays the run while the edit slider still selects edits.  Only
-        the latest run's frames are kept.
-        """
-        scale, translate = self.geometry()
-        old = self.get(FRAMES)
-        if old is not None:
-            self.viewer.layers.remove(old)
-        self.viewer.add_image(
-            frames[:, None],
-            name=FRAMES,
-            rgb=True,
-            scale=(1.0, 1.0, *scale),
-            translate=(0.0, float(edit), *translate),
-            visible=False,
-            metadata={"generated": True, "edit": entry},
-        )
-        labels = list(self.viewer.dims.axis_labels)
-        labels[self.viewer.dims.ndim - 4] = "frame"
-        self.viewer.dims.axis_labels = labels
-        self.select_slice(edit)
-
     def display(self, rgb: np.ndarray) -> np.ndarray:
         from napari_freedrag.imaging import from_model_rgb
 
