@@ -10,21 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from napari_freedrag._tests.cli_tiny_model import TINY_CONFIG as TINY
 from napari_freedrag.napari import layers as L
 
 pytestmark = pytest.mark.napari
 napari = pytest.importorskip("napari")
-
-TINY = {
-    "z_dim": 16,
-    "c_dim": 0,
-    "w_dim": 16,
-    "img_resolution": 32,
-    "img_channels": 3,
-    "mapping_kwargs": {"num_layers": 2},
-    "channel_base": 256,
-    "channel_max": 16,
-}
 
 
 def tiny_backend():
