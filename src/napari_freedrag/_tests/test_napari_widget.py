@@ -357,13 +357,23 @@ def test_close_and_reopen_keeps_edits_and_frees_the_old_widget(make_napari_viewe
     assert "edit 1" in again.status.value
 
 
-def test_widget_is_contributed_to_napari(make_napari_viewer):
+def test_widget_from_the_plugins_menu_runs_a_drag(make_napari_viewer, qtbot):
+    """What *Plugins -> FreeDrag* does: npe2 builds the widget (with a proxied viewer)."""
     viewer = make_napari_viewer()
     _, w = viewer.window.add_plugin_dock_widget("napari-freedrag", "FreeDrag")
     from napari_freedrag.napari.widget import FreeDragWidget
 
     assert isinstance(w, FreeDragWidget)
     assert "cells" in w.model.choices and w.device.value == "auto"
+    w.seed.value = 1
+    w.new_image()
+    qtbot.waitUntil(lambda: L.EDITS in viewer.layers, timeout=60_000)
+    qtbot.waitUntil(lambda: not w.controller.running, timeout=60_000)
+    viewer.layers[L.HANDLES].data = [[30.0, 20.0]]
+    viewer.layers[L.TARGETS].data = [[30.0, 26.0]]
+    w.max_steps.value = 2
+    wait_run(qtbot, w, w.run())
+    assert viewer.layers[L.EDITS].data.shape[0] == 2
 
 
 def test_clicks_alternate_between_handles_and_targets(widget):

@@ -95,26 +95,3 @@ def test_npe2_validate_with_imports():
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "valid" in proc.stdout.lower()
-
-
-@pytest.mark.napari
-def test_widget_from_the_plugins_menu_runs_a_drag(qtbot):
-    """What *Plugins -> FreeDrag* does: npe2 builds the widget from the manifest."""
-    import napari
-
-    viewer = napari.Viewer(show=False)
-    try:
-        _dock, widget = viewer.window.add_plugin_dock_widget("napari-freedrag", "FreeDrag")
-        widget.seed.value = 1
-        widget.new_image()
-        qtbot.waitUntil(lambda: "FreeDrag edits" in viewer.layers, timeout=60_000)
-        qtbot.waitUntil(lambda: not widget.controller.running, timeout=60_000)
-        viewer.layers["handles"].data = [[30.0, 20.0]]
-        viewer.layers["targets"].data = [[30.0, 26.0]]
-        widget.max_steps.value = 2
-        worker = widget.run()
-        assert worker is not None, "Run refused to start"
-        qtbot.waitUntil(lambda: not widget.controller.running, timeout=60_000)
-        assert viewer.layers["FreeDrag edits"].data.shape[0] == 2
-    finally:
-        viewer.close()
