@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -23,3 +25,12 @@ def shared_fixtures() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared fixtures not found at {path} (set NAPARI_FREEDRAG_FIXTURES)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny64(shared_fixtures):
+    """NVIDIA's tiny64 reference generator: ``(folder, weights by state-dict name, config)``."""
+    folder = shared_fixtures / "stylegan2" / "tiny64"
+    with np.load(folder / "weights.npz") as arrays:
+        weights = {name: arrays[name] for name in arrays.files}
+    return folder, weights, json.loads((folder / "config.json").read_text())

@@ -34,14 +34,6 @@ EXPECTED_CONFIG = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny64(shared_fixtures):
-    folder = shared_fixtures / "stylegan2" / "tiny64"
-    with np.load(folder / "weights.npz") as arrays:
-        weights = {name: arrays[name] for name in arrays.files}
-    return folder, weights, json.loads((folder / "config.json").read_text())
-
-
 def assert_same_weights(state_dict, weights):
     assert set(state_dict) == set(weights)
     for name, value in weights.items():

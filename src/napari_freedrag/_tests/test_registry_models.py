@@ -24,14 +24,6 @@ def home(tmp_path, monkeypatch):
     return folder
 
 
-@pytest.fixture(scope="module")
-def tiny64(shared_fixtures):
-    folder = shared_fixtures / "stylegan2" / "tiny64"
-    with np.load(folder / "weights.npz") as arrays:
-        weights = {name: arrays[name] for name in arrays.files}
-    return folder, weights, json.loads((folder / "config.json").read_text())
-
-
 def test_checkpoint_dir_follows_napari_freedrag_home(home, monkeypatch):
     assert registry.checkpoint_dir() == home
     monkeypatch.delenv("NAPARI_FREEDRAG_HOME")
