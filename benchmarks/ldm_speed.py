@@ -93,21 +93,11 @@ def bench_pipeline(args) -> dict:
     return result
 
 
-SD15_UNET = dict(
-    sample_size=64,
-    cross_attention_dim=768,
-    attention_head_dim=8,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    layers_per_block=2,
-)
-
-
 def bench_sd15_unet(args) -> dict:
     """One drag step's UNet work at SD 1.5 size (random weights)."""
     from diffusers import UNet2DConditionModel
 
+    from napari_freedrag._tests.ldm_tiny import SD15_UNET
     from napari_freedrag.models.registry import resolve_device
 
     device = resolve_device(args.device)

@@ -99,3 +99,15 @@ def build_tiny_pipeline(folder: Path, seed: int = 0) -> Path:
     index.update(safety_checker=[None, None], feature_extractor=[None, None])
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     return folder
+
+
+#: Stable Diffusion 1.5's UNet configuration (random weights: speed and layer-layout checks).
+SD15_UNET = dict(
+    sample_size=64,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    layers_per_block=2,
+)

@@ -10,22 +10,12 @@ pytest.importorskip("diffusers")
 from diffusers import UNet2DConditionModel  # noqa: E402
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0  # noqa: E402
 
+from napari_freedrag._tests.ldm_tiny import SD15_UNET
 from napari_freedrag.models.ldm.attention import (  # noqa: E402
     MutualSelfAttentionProcessor,
     mutual_layer_names,
     mutual_self_attention,
     self_attention_names,
-)
-
-# Stable Diffusion 1.5's UNet configuration (block structure only matters here)
-SD15_UNET = dict(
-    sample_size=64,
-    cross_attention_dim=768,
-    attention_head_dim=8,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    layers_per_block=2,
 )
 
 
