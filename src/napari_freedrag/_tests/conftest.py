@@ -34,3 +34,11 @@ def tiny64(shared_fixtures):
     with np.load(folder / "weights.npz") as arrays:
         weights = {name: arrays[name] for name in arrays.files}
     return folder, weights, json.loads((folder / "config.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_ldm_folder(tmp_path_factory):
+    """A random-weight SD 1.x-topology diffusers folder, built once per test run."""
+    from napari_freedrag._tests.ldm_tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("ldm") / "tiny-sd")

@@ -13,7 +13,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 from napari_freedrag import imaging  # noqa: E402
-from napari_freedrag._tests.ldm_tiny import TINY_NATIVE_SIZE, build_tiny_pipeline  # noqa: E402
+from napari_freedrag._tests.ldm_tiny import TINY_NATIVE_SIZE  # noqa: E402
 from napari_freedrag.errors import InputError, ModelError  # noqa: E402
 from napari_freedrag.models.ldm import lora  # noqa: E402
 from napari_freedrag.models.ldm.backend import FEATURE_BLOCK, load_ldm  # noqa: E402
@@ -21,14 +21,9 @@ from napari_freedrag.models.ldm.backend import FEATURE_BLOCK, load_ldm  # noqa: 
 H, W = 40, 56  # the user's image: not the working size, not square
 
 
-@pytest.fixture(scope="session")
-def tiny_folder(tmp_path_factory):
-    return build_tiny_pipeline(tmp_path_factory.mktemp("ldm") / "tiny-sd")
-
-
 @pytest.fixture(scope="module")
-def gen(tiny_folder):
-    return load_ldm(f"ldm:{tiny_folder}", "cpu", num_inference_steps=10)
+def gen(tiny_ldm_folder):
+    return load_ldm(f"ldm:{tiny_ldm_folder}", "cpu", num_inference_steps=10)
 
 
 @pytest.fixture(autouse=True)
@@ -76,15 +71,15 @@ def test_missing_folder_says_what_and_how_to_get_one(tmp_path):
         ("scheduler/scheduler_config.json", "scheduler/scheduler_config.json"),
     ],
 )
-def test_incomplete_folder_names_the_missing_component(tiny_folder, tmp_path, remove, named):
-    broken = shutil.copytree(tiny_folder, tmp_path / "broken")
+def test_incomplete_folder_names_the_missing_component(tiny_ldm_folder, tmp_path, remove, named):
+    broken = shutil.copytree(tiny_ldm_folder, tmp_path / "broken")
     target = broken / remove
     shutil.rmtree(target) if target.is_dir() else target.unlink()
     with pytest.raises(ModelError, match=f"incomplete: missing {named}"):
         load_ldm(str(broken), "cpu")
 
 
-def test_hf_ids_come_only_from_the_local_cache(tiny_folder, tmp_path, monkeypatch):
+def test_hf_ids_come_only_from_the_local_cache(tiny_ldm_folder, tmp_path, monkeypatch):
     import huggingface_hub.constants
 
     cache = tmp_path / "hub"
@@ -93,7 +88,7 @@ def test_hf_ids_come_only_from_the_local_cache(tiny_folder, tmp_path, monkeypatc
         load_ldm("ldm:someone/tiny-sd", "cpu")
 
     repo = cache / "models--someone--tiny-sd"
-    shutil.copytree(tiny_folder, repo / "snapshots" / ("a" * 40))
+    shutil.copytree(tiny_ldm_folder, repo / "snapshots" / ("a" * 40))
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("a" * 40)
     loaded = load_ldm("ldm:someone/tiny-sd", "cpu", num_inference_steps=5)
@@ -178,9 +173,9 @@ def test_bad_masks_and_methods_are_refused(gen):
 # --- per-image LoRA -------------------------------------------------------------------------
 
 
-def test_lora_trains_once_and_is_reused_from_the_cache(tiny_folder, monkeypatch):
+def test_lora_trains_once_and_is_reused_from_the_cache(tiny_ldm_folder, monkeypatch):
     image = _cell_image()
-    first_gen = load_ldm(str(tiny_folder), "cpu", num_inference_steps=5)
+    first_gen = load_ldm(str(tiny_ldm_folder), "cpu", num_inference_steps=5)
     reported = []
     first = first_gen.invert(image, lora_steps=2, progress=lambda i, n: reported.append((i, n)))
     assert reported == [(1, 2), (2, 2)]
@@ -194,7 +189,7 @@ def test_lora_trains_once_and_is_reused_from_the_cache(tiny_folder, monkeypatch)
         raise AssertionError("the LoRA was trained again instead of loaded from the cache")
 
     monkeypatch.setattr(lora, "train_lora", no_training)
-    second_gen = load_ldm(str(tiny_folder), "cpu", num_inference_steps=5)  # a new process, say
+    second_gen = load_ldm(str(tiny_ldm_folder), "cpu", num_inference_steps=5)  # a new process, say
     second = second_gen.invert(image, lora_steps=2)
     assert second.info["lora"]["cached"] is True
     assert cache_files[0].stat().st_mtime_ns == mtime
@@ -235,8 +230,8 @@ def test_fp16_gradient_scaling_leaves_latent_gradients_unchanged(gen, monkeypatc
     torch.testing.assert_close(latent_grad(), plain)
 
 
-def test_stopping_lora_training_leaves_nothing_half_done(tiny_folder):
-    fresh = load_ldm(str(tiny_folder), "cpu", num_inference_steps=5)
+def test_stopping_lora_training_leaves_nothing_half_done(tiny_ldm_folder):
+    fresh = load_ldm(str(tiny_ldm_folder), "cpu", num_inference_steps=5)
 
     class Stopped(Exception):
         pass
@@ -252,16 +247,16 @@ def test_stopping_lora_training_leaves_nothing_half_done(tiny_folder):
 
 
 def test_a_state_from_another_instance_reloads_its_lora_and_other_models_are_refused(
-    gen, tiny_folder, tmp_path
+    gen, tiny_ldm_folder, tmp_path
 ):
-    first = load_ldm(f"ldm:{tiny_folder}", "cpu", num_inference_steps=10)
+    first = load_ldm(f"ldm:{tiny_ldm_folder}", "cpu", num_inference_steps=10)
     with_lora = first.invert(_cell_image(), lora_steps=1)
     expected = first.session(with_lora, None, "freedrag").render(with_lora.latent)
     # a kept state, opened on a fresh instance of the same model, gets its LoRA back
     again = gen.session(with_lora, None, "freedrag").render(with_lora.latent)
     np.testing.assert_array_equal(again, expected)
 
-    other_model = load_ldm(str(shutil.copytree(tiny_folder, tmp_path / "other")), "cpu")
+    other_model = load_ldm(str(shutil.copytree(tiny_ldm_folder, tmp_path / "other")), "cpu")
     with pytest.raises(ModelError, match="invert the image again"):
         other_model.session(with_lora, None, "freedrag")
     Path(with_lora.info["lora"]["file"]).unlink()

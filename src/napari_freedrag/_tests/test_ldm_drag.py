@@ -12,7 +12,6 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 import napari_freedrag as nfd  # noqa: E402
-from napari_freedrag._tests.ldm_tiny import build_tiny_pipeline  # noqa: E402
 from napari_freedrag.models.ldm.backend import load_ldm  # noqa: E402
 
 H, W = 40, 56
@@ -20,13 +19,8 @@ HANDLE, TARGET = [[20.0, 20.0]], [[20.0, 32.0]]
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    return build_tiny_pipeline(tmp_path_factory.mktemp("ldm") / "tiny-sd")
-
-
-@pytest.fixture(scope="module")
-def gen(tiny_folder):
-    return load_ldm(f"ldm:{tiny_folder}", "cpu", num_inference_steps=10)
+def gen(tiny_ldm_folder):
+    return load_ldm(f"ldm:{tiny_ldm_folder}", "cpu", num_inference_steps=10)
 
 
 @pytest.fixture(scope="module")
@@ -81,20 +75,20 @@ def test_mask_keeps_the_latent_outside_it_closer_to_the_original(gen, start, met
     assert with_mask < 0.5 * without, (with_mask, without)
 
 
-def test_load_generator_and_cli_edit_a_real_image(tiny_folder, tmp_path, capsys):
+def test_load_generator_and_cli_edit_a_real_image(tiny_ldm_folder, tmp_path, capsys):
     import imageio.v3 as iio
 
     from napari_freedrag.cli import main
     from napari_freedrag.io import read_image
 
-    gen = nfd.load_generator(f"ldm:{tiny_folder}", device="cpu")
+    gen = nfd.load_generator(f"ldm:{tiny_ldm_folder}", device="cpu")
     assert gen.kind == "ldm"
 
     image = np.zeros((H, W, 3), np.uint8)
     image[12:28, 12:28] = (200, 80, 40)
     iio.imwrite(tmp_path / "in.png", image)
     out, report = tmp_path / "out.png", tmp_path / "r.json"
-    argv = ["edit", "--model", f"ldm:{tiny_folder}", "--image", str(tmp_path / "in.png")]
+    argv = ["edit", "--model", f"ldm:{tiny_ldm_folder}", "--image", str(tmp_path / "in.png")]
     argv += ["--drag", "20,20:20,30", "--max-steps", "2", "--device", "cpu"]
     status = main([*argv, "--out", str(out), "--report", str(report), "--lora-steps", "1"])
     assert status == 0, capsys.readouterr().err
