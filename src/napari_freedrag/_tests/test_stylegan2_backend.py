@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
+from napari_freedrag._tests.stylegan2_fixtures import TOLERANCE, load_fixture, rel_l2
 from napari_freedrag.engine.presets import FreeDragParams
 from napari_freedrag.engine.protocol import Backend, DragSession
 from napari_freedrag.errors import InputError, ModelError
 from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
 from napari_freedrag.models.stylegan2.network import Generator
 
-TOLERANCE = 1e-5
-
-
-def rel_l2(ours: torch.Tensor, reference: np.ndarray) -> float:
-    ours = ours.detach().numpy().astype(np.float64)
-    return float(np.linalg.norm(ours - reference) / np.linalg.norm(reference))
-
 
 def fixture_backend(shared_fixtures, name):
-    folder = shared_fixtures / "stylegan2" / name
-    config = json.loads((folder / "config.json").read_text())
-    generator = Generator(**config["init_kwargs"])
-    with np.load(folder / "weights.npz") as weights:
-        generator.load_state_dict({k: torch.from_numpy(weights[k]) for k in weights.files})
-    with np.load(folder / "reference.npz") as ref:
-        reference = {key: ref[key] for key in ref.files}
+    _config, generator, reference = load_fixture(shared_fixtures, name)
     return StyleGAN2Backend(generator, name, "cpu"), reference
 
 
