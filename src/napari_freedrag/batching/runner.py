@@ -47,6 +47,9 @@ def batch(
     (default: one per CPU core, at most one per edit) runs for this batch. ``device`` is for
     lines that name none. Returns the summary (also in ``out/summary.json`` and ``.csv``).
     """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):  # fmt: skip
+        raise InputError(f"--workers must be 1 or more, got {workers!r}")
     folder = writable_folder(Path(out))
     items, _ = read_instructions(instructions)
     check_duplicates(items)
@@ -82,7 +85,7 @@ def _require_dask() -> None:
 @contextmanager
 def _client(client, scheduler, workers, edits: int, timeout: float):
     """The given client, one connected to ``scheduler``, or a LocalCluster's (closed after)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if client is not None:
         yield client
@@ -105,8 +108,15 @@ def _client(client, scheduler, workers, edits: int, timeout: float):
                 ) from None
             yield connected
         return
-    if workers is not None and (isinstance(workers, bool) or not 1 <= int(workers) <= 1024):
-        raise InputError(f"--workers must be 1 or more, got {workers!r}")
+    with local_client(workers, edits) as local:
+        yield local
+
+
+@contextmanager
+def local_client(workers: int | None, edits: int):
+    """A LocalCluster of worker processes with one thread (and one torch thread) each."""
+    from distributed import Client, LocalCluster
+
     count = int(workers) if workers is not None else max(1, min(os.cpu_count() or 1, edits))
     threads_1 = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with LocalCluster(
