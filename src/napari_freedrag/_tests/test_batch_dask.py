@@ -88,7 +88,9 @@ def test_a_rerun_skips_finished_edits_and_reruns_changed_ones(client, tmp_path):
 
 
 def test_cells_ground_truth_labels_and_displacements_agree(client, tmp_path):
-    edits = list(nfd.batching.cells_instructions(2, max_steps=20, device="cpu"))
+    from napari_freedrag.batching import cells_instructions
+
+    edits = list(cells_instructions(2, max_steps=20, device="cpu"))
     assert all(edit["truth"] and edit["model"] == "cells" for edit in edits)
     summary = nfd.batch(edits, tmp_path, client=client, progress=False)
     assert summary["counts"]["done"] == 2

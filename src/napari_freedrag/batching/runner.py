@@ -69,9 +69,12 @@ def batch(
     summary.write(force=True)
     if pending:
         _require_dask()
-        with _client(client, scheduler, workers, len(pending), connect_timeout) as dask_client:
-            summary.info["workers"] = len(dask_client.scheduler_info()["workers"])
-            _run(dask_client, pending, folder, device, summary, progress)
+        try:
+            with _client(client, scheduler, workers, len(pending), connect_timeout) as dask:
+                summary.info["workers"] = len(dask.scheduler_info()["workers"])
+                _run(dask, pending, folder, device, summary, progress)
+        finally:  # interrupted or not, the summary shows every edit finished so far
+            summary.write(force=True)
     return summary.write(final=True)
 
 
