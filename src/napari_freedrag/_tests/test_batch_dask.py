@@ -69,7 +69,7 @@ def test_two_workers_write_every_output_and_bad_lines_become_error_rows(client, 
     assert on_disk["counts"] == summary["counts"] and on_disk["finished"]
     csv_lines = (tmp_path / "summary.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(EDITS)
-    assert not list(tmp_path.rglob("*.partial*"))  # no temporary file left behind
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # no temporary file left
 
 
 def test_a_rerun_skips_finished_edits_and_reruns_changed_ones(client, tmp_path):

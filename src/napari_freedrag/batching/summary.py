@@ -58,13 +58,12 @@ class Summary:
         """Write both files now (``final``/``force``) or if the last write is old enough."""
         if not (final or force) and time.perf_counter() - self._written < WRITE_EVERY_S:
             return {}
-        from napari_freedrag.io import _jsonable
-
         if final:
             self.info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        document = _jsonable(self.as_dict())
+        document = self.as_dict()  # plain JSON already: rows come from reports
         with atomic_path(self.folder / "summary.json") as temporary:
-            temporary.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+            text = json.dumps(document, indent=1, default=str)
+            temporary.write_text(text + "\n", encoding="utf-8")
         with atomic_path(self.folder / "summary.csv") as temporary:
             with temporary.open("w", newline="", encoding="utf-8") as handle:
                 writer = csv.DictWriter(handle, fieldnames=COLUMNS)
