@@ -139,7 +139,7 @@ def scheduler_address(tmp_path):
         subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
                           "--port", str(port), "--no-dashboard"], **common),
         subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
-                          "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard",
+                          "--no-nanny", "--host", "127.0.0.1", "--no-dashboard",
                           "--death-timeout", "60"], **common),
     ]  # fmt: skip
     try:
