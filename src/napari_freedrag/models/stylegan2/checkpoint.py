@@ -137,7 +137,9 @@ def build_generator(config: dict, state_dict: dict[str, torch.Tensor]):
     try:
         with torch.device("meta"):
             expected = Generator(**config).state_dict()
-    except TypeError as exc:
+    except ModelError:
+        raise
+    except (TypeError, ValueError, RuntimeError, AttributeError, KeyError, IndexError) as exc:
         raise ModelError(
             f"this checkpoint uses generator options napari-freedrag does not implement ({exc})"
         ) from None
@@ -174,8 +176,10 @@ def _read(read, path: Path, budget: LoadBudget):
     """Run one of the unpickler's readers, turning decoding failures into one message."""
     try:
         return read(path, TensorReader(budget))
-    except (UnsafeCheckpointError, ModelError):
-        raise
+    except ModelError as exc:
+        if path.name in str(exc):
+            raise
+        raise type(exc)(f"{path.name}: {exc}") from None
     except RecursionError:
         raise ModelError(f"could not read {path.name}: the pickle is nested too deeply") from None
     except EOFError:
