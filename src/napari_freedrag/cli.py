@@ -9,6 +9,8 @@ prints one line on stderr and exits with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +32,8 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D102 - argparse hook
+        if message.startswith("argument --drag: expected one argument"):
+            message += "; a point starting with '-' is written --drag=R0,C0:R1,C1"
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
@@ -46,6 +50,8 @@ def parse_drag(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
             row, col = (float(c) for c in coords)
         except ValueError:
             raise InputError(f"--drag {text!r} is not two numbers per point: {form}") from None
+        if not (math.isfinite(row) and math.isfinite(col)):
+            raise InputError(f"--drag {text!r} holds a NaN or infinite coordinate: {form}")
         points.append((row, col))
     return points[0], points[1]
 
@@ -84,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument(
         "--drag",
         action="append",
-        required=True,
         metavar="R0,C0:R1,C1",
-        help="handle -> target pair in image pixels (row,col); repeat for more points",
+        help="handle -> target pair in image pixels (row,col); repeat for more points "
+        "(required unless --max-steps 0, which writes the start image)",
     )
     edit.add_argument("--mask", type=Path, help="image file, nonzero = region that may change")
     edit.add_argument("--method", choices=("freedrag", "draggan"), default="freedrag")
@@ -98,10 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     edit.add_argument("--l", type=float, dest="l", help="FreeDrag template loss level l")
     edit.add_argument("--d", type=float, dest="d", help="FreeDrag max sub-motion distance d")
-    edit.add_argument("--save-latent", type=Path, metavar="W.npy", help="save the edited latent")
+    edit.add_argument(
+        "--save-latent",
+        type=Path,
+        metavar="W.npy",
+        help="save the edited W+ latent as NumPy .npy; the name must end in .npy and the file "
+        "is written at exactly that name",
+    )
     edit.add_argument("--out", type=Path, required=True, help="edited image (.png or .tif)")
     edit.add_argument("--report", type=Path, metavar="OUT.json", help="write the JSON report")
-    edit.add_argument("--frames", type=Path, metavar="DIR", help="write every preview as PNG")
+    edit.add_argument(
+        "--frames", type=Path, metavar="DIR", help="write every preview as DIR/frame_NNNN.png"
+    )
 
     commands.add_parser(
         "models", help="list known models, where each is looked for, and whether it was found"
@@ -134,7 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from napari_freedrag.demo import run_demo
 
-            run_demo(args.out, model=args.model, max_steps=args.max_steps)
+            _require_display("demo")
+            if args.max_steps < 0:
+                raise InputError(f"--max-steps must be 0 or more, got {args.max_steps}")
+            run_demo(_output_folder(args.out, "--out"), model=args.model, max_steps=args.max_steps)
             return 0
         return _open_viewer(args.model)
     except (UsageError, FreeDragError) as exc:
@@ -183,18 +200,29 @@ def _edit(args: argparse.Namespace) -> int:
     import napari_freedrag as nfd
     from napari_freedrag import io
 
-    pairs = [parse_drag(text) for text in args.drag]
-    if args.max_steps is not None and args.max_steps < 0:
-        raise InputError(f"--max-steps must be 0 or more, got {args.max_steps}")
-    if args.out.suffix.lower() not in io.WRITABLE_SUFFIXES:
-        raise InputError(f"--out {args.out}: use a .png or .tif file name")
-    for flag, path in (("--image", args.image), ("--latent", args.latent), ("--mask", args.mask)):
-        if path is not None and not path.is_file():
-            raise InputError(f"{flag} {path}: file not found")
+    _quiet_model_libraries()
+    pairs = [parse_drag(text) for text in args.drag or ()]
+    _check_numbers(args)
+    if not pairs and args.max_steps != 0:
+        raise InputError(
+            "give at least one --drag R0,C0:R1,C1 (or --max-steps 0 to write the start image)"
+        )
+    _check_files(args)
+    # Inputs are read before the model loads: a corrupt file is found in a second, not later.
+    image = io.read_image(args.image) if args.image is not None else None
+    latent = _read_latent(args.latent) if args.latent is not None else None
+    mask = io.read_mask(args.mask) if args.mask is not None else None
 
     gen = nfd.load_generator(args.model, device=args.device)
-    start = _start_state(gen, args)
-    mask = io.read_mask(args.mask, shape=tuple(start.image_size)) if args.mask else None
+    start = _start_state(gen, args, image, latent)
+    if mask is not None:
+        mask = io.read_mask(args.mask, shape=tuple(start.image_size))
+    if not pairs:
+        result_image, report = _start_image(gen, start), _start_report(gen, start)
+        io.write_image(args.out, result_image, io.provenance_from_report(report))
+        _write_extras(args, report, start.latent)
+        print(f"{args.out}: start image of {gen.name} (0 steps)")
+        return 0
     handles = np.array([handle for handle, _ in pairs], dtype=np.float64)
     targets = np.array([target for _, target in pairs], dtype=np.float64)
     overrides = {
@@ -206,7 +234,7 @@ def _edit(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, **overrides,
     )  # fmt: skip
     if args.frames is not None:
-        args.frames.mkdir(parents=True, exist_ok=True)
+        args.frames.mkdir(exist_ok=True)
     frame_count = 0
     while True:
         try:
@@ -224,38 +252,148 @@ def _edit(args: argparse.Namespace) -> int:
 
     report = dict(result.report)
     io.write_image(args.out, result.image, io.provenance_from_report(report))
-    if args.report is not None:
-        io.write_report(args.report, report)
-    if args.save_latent is not None:
-        args.save_latent.parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.save_latent, result.state.latent.detach().cpu().numpy())
+    _write_extras(args, report, result.state.latent)
     print(_summary(args.out, result, frame_count, args.frames))
     return 0
 
 
-def _start_state(gen, args: argparse.Namespace):
-    """The state the edit starts from: a real image, a saved latent or a seed."""
-    import numpy as np
+def _quiet_model_libraries() -> None:
+    """No progress bars or advisory warnings from Hugging Face libraries on our stderr."""
+    for name, value in (
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("DIFFUSERS_VERBOSITY", "error"),
+        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+    ):
+        os.environ.setdefault(name, value)
 
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.max_steps is not None and args.max_steps < 0:
+        raise InputError(f"--max-steps must be 0 or more, got {args.max_steps}")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise InputError(f"--seed must be from 0 to {2**32 - 1}, got {args.seed}")
+    if args.lora_steps < 0:
+        raise InputError(f"--lora-steps must be 0 or more, got {args.lora_steps}")
+    for flag in ("l", "d"):
+        value = getattr(args, flag)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InputError(f"--{flag} must be a positive number, got {value}")
+
+
+def _check_files(args: argparse.Namespace) -> None:
+    """Inputs exist; every output can be written and overwrites no input or other output."""
     from napari_freedrag import io
 
-    if args.image is not None:
+    inputs = {}
+    for flag, path in (("--image", args.image), ("--latent", args.latent), ("--mask", args.mask)):
+        if path is not None:
+            if not path.is_file():
+                raise InputError(f"{flag} {path}: file not found")
+            inputs[flag] = path
+    model_file = Path(args.model).expanduser()
+    if model_file.is_file():
+        inputs["--model"] = model_file
+        if model_file.with_suffix(".json").is_file():  # its config, beside it
+            inputs["--model's config"] = model_file.with_suffix(".json")
+    if args.image is not None and not args.model.lower().startswith("ldm:"):
+        raise InputError(
+            f"--image needs a latent diffusion model (--model ldm:PATH_OR_ID), not "
+            f"{args.model!r}; with a StyleGAN2 model start from --seed or --latent"
+        )
+    outputs = {"--out": io.check_output_path(args.out, "--out", io.WRITABLE_SUFFIXES)}
+    if args.report is not None:
+        outputs["--report"] = io.check_output_path(args.report, "--report", (".json",))
+    if args.save_latent is not None:
+        outputs["--save-latent"] = io.check_output_path(
+            args.save_latent, "--save-latent", (".npy",)
+        )
+    if args.frames is not None:
+        outputs["--frames"] = _output_folder(args.frames, "--frames", create=False)
+    seen: dict[Path, str] = {}
+    for flag, path in [*inputs.items(), *outputs.items()]:
+        key = path.expanduser().resolve()
+        if key in seen:
+            kind = "input" if seen[key] in inputs else "output"
+            raise InputError(
+                f"{flag} {path} is the same file as {seen[key]}; refusing to overwrite an "
+                f"{kind} (choose another name)"
+            )
+        seen[key] = flag
+
+
+def _output_folder(path: Path, flag: str, create: bool = True) -> Path:
+    """A folder outputs go in: it may exist (as a folder) or be creatable in a writable one."""
+    path = path.expanduser()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path} is a file; give a folder")
+    parent = path if path.is_dir() else path.parent
+    if not parent.is_dir():
+        raise InputError(f"{flag} {path}: folder {parent} does not exist (create it first)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: folder {parent} is not writable")
+    if create:
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{flag} {path}: cannot create it ({exc.strerror})") from None
+    return path
+
+
+def _read_latent(path: Path):
+    import numpy as np
+
+    try:
+        latent = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"--latent {path}: not a plain .npy array ({first})") from None
+    if not isinstance(latent, np.ndarray) or latent.dtype.kind not in "iuf":
+        what = "an .npz archive" if not isinstance(latent, np.ndarray) else latent.dtype
+        raise InputError(f"--latent {path}: holds {what}, not numbers (a saved W+ latent)")
+    if not np.isfinite(latent).all():
+        raise InputError(f"--latent {path}: holds NaN or infinite values")
+    return latent
+
+
+def _write_extras(args: argparse.Namespace, report: dict, latent) -> None:
+    from napari_freedrag import io
+
+    if args.report is not None:
+        io.write_report(args.report, report)
+    if args.save_latent is not None:
+        io.save_latent(args.save_latent, latent.detach().cpu().numpy())
+
+
+def _start_state(gen, args: argparse.Namespace, image, latent):
+    """The state the edit starts from: a real image, a saved latent or a seed."""
+    if image is not None:
         if not hasattr(gen, "invert"):
             raise InputError(
                 f"model {gen.name!r} cannot edit real images; use --model ldm:PATH_OR_ID "
                 "with --image, or --seed with a StyleGAN2 model"
             )
-        image = io.read_image(args.image)
         return gen.invert(image, prompt=args.prompt, lora_steps=args.lora_steps)
-    if args.latent is not None:
+    if latent is not None:
         if not hasattr(gen, "from_latent"):
             raise InputError(f"model {gen.name!r} cannot start from a W+ latent (--latent)")
-        try:
-            latent = np.load(args.latent, allow_pickle=False)
-        except ValueError as exc:
-            raise InputError(f"--latent {args.latent}: not a plain .npy array ({exc})") from exc
         return gen.from_latent(latent)
     return gen.sample(0 if args.seed is None else args.seed)
+
+
+def _start_image(gen, start):
+    """The start image (rendered from the latent when the state carries none)."""
+    import numpy as np
+
+    if start.image is not None:
+        return np.asarray(start.image)
+    session = gen.session(start, None, "freedrag")
+    return np.asarray(session.render(session.latent.detach()))
+
+
+def _start_report(gen, start) -> dict:
+    info = dict(getattr(start, "info", None) or {})
+    return {"model": gen.name, "seed": info.get("seed"), "steps": 0, "start": info}
 
 
 def _summary(out: Path, result, frame_count: int, frames: Path | None) -> str:
@@ -273,16 +411,20 @@ def _summary(out: Path, result, frame_count: int, frames: Path | None) -> str:
     return line
 
 
-def _open_viewer(model: str) -> int:
-    """The main job: napari with the FreeDrag widget docked and ``model`` loaded."""
-    import os
-
+def _require_display(what: str) -> None:
+    """Qt aborts the process without a display; say what to do instead, in one line."""
     headless = not any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY"))
     if sys.platform.startswith("linux") and headless and "QT_QPA_PLATFORM" not in os.environ:
+        hint = f"'{PROG} demo --out DIR' (screenshots) or " if what != "demo" else ""
         raise InputError(
-            "no display to open napari on: run it under 'xvfb-run -a', or use "
-            f"'{PROG} demo --out DIR' (screenshots) or '{PROG} edit' (files only)"
+            f"no display to open napari on ({what}): run it under 'xvfb-run -a', or use "
+            f"{hint}'{PROG} edit' (files only)"
         )
+
+
+def _open_viewer(model: str) -> int:
+    """The main job: napari with the FreeDrag widget docked and ``model`` loaded."""
+    _require_display("viewer")
     import napari
 
     from napari_freedrag.demo import open_viewer
