@@ -146,9 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_models_table())
             return 0
         if args.command == "demo":
-            from napari_freedrag.demo import run_demo
+            from napari_freedrag.demo import require_display, run_demo
 
-            _require_display("demo")
+            require_display("demo")
             if args.max_steps < 0:
                 raise InputError(f"--max-steps must be 0 or more, got {args.max_steps}")
             run_demo(_output_folder(args.out, "--out"), model=args.model, max_steps=args.max_steps)
@@ -411,23 +411,12 @@ def _summary(out: Path, result, frame_count: int, frames: Path | None) -> str:
     return line
 
 
-def _require_display(what: str) -> None:
-    """Qt aborts the process without a display; say what to do instead, in one line."""
-    headless = not any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY"))
-    if sys.platform.startswith("linux") and headless and "QT_QPA_PLATFORM" not in os.environ:
-        hint = f"'{PROG} demo --out DIR' (screenshots) or " if what != "demo" else ""
-        raise InputError(
-            f"no display to open napari on ({what}): run it under 'xvfb-run -a', or use "
-            f"{hint}'{PROG} edit' (files only)"
-        )
-
-
 def _open_viewer(model: str) -> int:
     """The main job: napari with the FreeDrag widget docked and ``model`` loaded."""
-    _require_display("viewer")
-    import napari
+    from napari_freedrag.demo import open_viewer, require_display
 
-    from napari_freedrag.demo import open_viewer
+    require_display("viewer")
+    import napari
 
     open_viewer(model, show=True)
     napari.run()
