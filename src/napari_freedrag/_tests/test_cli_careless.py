@@ -286,6 +286,12 @@ CASES = [
         "does not exist",
     ),
     ("demo steps abc", lambda w: ["demo", "--max-steps", "abc"], "invalid int"),
+    (
+        "bench out folder missing",
+        lambda w: ["bench", "--out", str(w["root"] / "no" / "b.json")],
+        "does not exist",
+    ),
+    ("bench out .txt", lambda w: ["bench", "--out", str(w["root"] / "b.txt")], ".json"),
     ("models extra argument", lambda w: ["models", "--all"], "unrecognized"),
 ]
 
