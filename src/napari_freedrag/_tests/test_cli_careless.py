@@ -358,5 +358,6 @@ def test_render_a_seed_with_max_steps_0_needs_no_drag(world, capsys):
     assert image.shape == (32, 32, 3) and image.std() > 0
     assert np.load(latent).ndim == 3  # written at exactly the name given
     assert "0 steps" in capsys.readouterr().out
+    assert os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1"  # no bars around our lines
     out.unlink()
     latent.unlink()
