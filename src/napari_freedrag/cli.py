@@ -190,7 +190,12 @@ def _passthrough(name: str, rest: list[str]) -> int:
         if exc.name != module_name:
             raise
         return _fail(f"'{name}' is not available in this installation ({module_name} missing)")
-    status = module.main(rest)
+    original = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = _Parser.error  # their option mistakes: one line too
+    try:
+        status = module.main(rest)
+    finally:
+        argparse.ArgumentParser.error = original
     return int(status or 0)
 
 

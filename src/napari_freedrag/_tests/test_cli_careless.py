@@ -292,6 +292,8 @@ CASES = [
         "does not exist",
     ),
     ("bench out .txt", lambda w: ["bench", "--out", str(w["root"] / "b.txt")], ".json"),
+    ("bench unknown flag", lambda w: ["bench", "--frobnicate"], "unrecognized"),
+    ("train-cells bad number", lambda w: ["train-cells", "--kimg", "x"], "invalid float"),
     ("models extra argument", lambda w: ["models", "--all"], "unrecognized"),
 ]
 
