@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 import os
 
+from napari_freedrag.config import LOAD_BUDGET_ENV as ENV_VAR
 from napari_freedrag.errors import ModelError
 
-ENV_VAR = "NAPARI_FREEDRAG_LOAD_BUDGET_MB"
 BASE_BYTES = 512 * 2**20
 MIB = 2**20
 
