@@ -136,14 +136,16 @@ def npz_bomb(folder: Path, megabytes: int = 768) -> Path:
 
     numel = megabytes * 2**20 // 4
     path = folder / "bomb.npz"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        with archive.open("mapping.fc0.weight.npy", "w", force_zip64=True) as member:
-            npy.write_array_header_1_0(
-                member, {"descr": "<f4", "fortran_order": False, "shape": (numel,)}
-            )
-            chunk = bytes(16 * 2**20)
-            for _ in range(megabytes // 16):
-                member.write(chunk)
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+        archive.open("mapping.fc0.weight.npy", "w", force_zip64=True) as member,
+    ):
+        npy.write_array_header_1_0(
+            member, {"descr": "<f4", "fortran_order": False, "shape": (numel,)}
+        )
+        chunk = bytes(16 * 2**20)
+        for _ in range(megabytes // 16):
+            member.write(chunk)
     (folder / "bomb.json").write_text(json.dumps(TINY_CONFIG))
     return path
 

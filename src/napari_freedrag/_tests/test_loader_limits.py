@@ -42,8 +42,8 @@ def test_each_crafted_file_class_is_refused_naming_the_limit(tmp_path, name):
     assert path.name in message or path.with_suffix(".json").name in message
     assert any(word in message for word in LIMIT_WORDS), message
     assert "\n" not in message
-    # The process never grew by more than the default budget (512 MiB + twice the file).
-    assert peak_rss_mib() - before < 600
+    # The process never grew past the default budget (512 MiB + twice the file) and slack.
+    assert peak_rss_mib() - before < 512 + 2 * 10 + 160
 
 
 def test_the_budget_can_be_raised_and_a_bad_setting_is_named(tmp_path, monkeypatch):
