@@ -237,6 +237,11 @@ CASES = [
     ),
     ("report is the out", lambda w: _edit(w, "--report", "{root}/o.json", out="o.json"), ".png"),
     ("out equals frames", lambda w: _edit(w, "--frames", "{root}/out.png"), "same file as --out"),
+    (
+        "out is a future frame",
+        lambda w: _edit(w, "--frames", "{root}/a-folder", out="a-folder/frame_0003.png"),
+        "overwritten by a --frames frame",
+    ),
     # --- input files, read before the model loads
     ("mask missing", lambda w: _edit(w, "--mask", "no-such-mask.png"), "not found"),
     ("mask is text", lambda w: _edit(w, "--mask", "{text}"), "unsupported image type"),
