@@ -7,6 +7,7 @@ process keeps the backends it loaded (one per model and device) for every later 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -27,22 +28,6 @@ def backend_for(model: str, device: str) -> tuple[Any, bool]:
     return _backends[key], True
 
 
-def start_state(gen, seed=None, image=None, latent=None, prompt: str = "", lora_steps: int = 0):
-    """The state an edit starts from: a real image, a saved W+ latent or a seed (default 0)."""
-    if image is not None:
-        if not hasattr(gen, "invert"):
-            raise InputError(
-                f"model {gen.name!r} cannot edit real images; use an ldm: model with image, "
-                "or seed with a StyleGAN2 model"
-            )
-        return gen.invert(image, prompt=prompt, lora_steps=lora_steps)
-    if latent is not None:
-        if not hasattr(gen, "from_latent"):
-            raise InputError(f"model {gen.name!r} cannot start from a W+ latent")
-        return gen.from_latent(latent)
-    return gen.sample(0 if seed is None else seed)
-
-
 def run_edit(task: dict[str, Any]) -> dict[str, Any]:
     """One edit; a user mistake or a failing edit comes back as ``{"status": "error"}``."""
     import torch
@@ -59,14 +44,14 @@ def run_edit(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _edit(task: dict[str, Any]) -> dict[str, Any]:
+    from napari_freedrag.cli import _start_state
     from napari_freedrag.engine.run import drag
 
     options = task["options"]
     gen, loaded = backend_for(options.get("model", "cells"), task["device"])
-    start = start_state(
-        gen, options.get("seed"), task.get("image"), task.get("latent"),
-        options.get("prompt", ""), options.get("lora_steps", 0),
-    )  # fmt: skip
+    choice = SimpleNamespace(seed=options.get("seed"), prompt=options.get("prompt", ""),
+                             lora_steps=options.get("lora_steps", 0))  # fmt: skip
+    start = _start_state(gen, choice, task.get("image"), task.get("latent"))
     pairs = task["pairs"]
     handles = np.array([h for h, _ in pairs], dtype=np.float64)
     targets = np.array([t for _, t in pairs], dtype=np.float64)

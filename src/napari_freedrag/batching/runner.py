@@ -14,9 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from napari_freedrag.batching.files import atomic_path, writable_folder
+from napari_freedrag.batching.files import writable_folder
 from napari_freedrag.batching.instructions import Instruction, check_duplicates, read_instructions
 from napari_freedrag.batching.summary import Summary
 from napari_freedrag.batching.truth import label_paths
@@ -188,10 +186,9 @@ def _task(item: Instruction, device: str) -> dict[str, Any]:
     if "mask" in item.inputs:
         task["mask"] = io.read_mask(item.inputs["mask"])
     if "latent" in item.inputs:
-        try:
-            task["latent"] = np.load(item.inputs["latent"], allow_pickle=False)
-        except ValueError as exc:
-            raise InputError(f"latent {item.options['latent']}: not a plain .npy ({exc})") from None
+        from napari_freedrag.cli_checks import read_latent
+
+        task["latent"] = read_latent(item.inputs["latent"])
     return task
 
 
@@ -205,17 +202,15 @@ def _save(item: Instruction, reply: dict[str, Any], folder: Path) -> dict[str, A
     paths = {key: folder / path for key, path in item.outputs.items()}
     report = reply["report"]
     try:
-        with atomic_path(paths["out"]) as temporary:
-            io.write_image(temporary, reply["image"], io.provenance_from_report(report))
+        io.write_image(paths["out"], reply["image"], io.provenance_from_report(report))
         if reply.get("latent") is not None:
-            with atomic_path(paths["save_latent"]) as temporary:
-                np.save(temporary, reply["latent"])
+            io.save_latent(paths["save_latent"], reply["latent"])
         truth = reply.get("truth")
         if truth is not None:
             import tifffile
 
             for key, path in label_paths(paths["out"]).items():
-                with atomic_path(path) as temporary:
+                with io.atomic_path(path) as temporary:
                     tifffile.imwrite(temporary, truth[key])
                 paths[key] = path
             report["ground_truth"] = {k: truth[k] for k in ("cells", "content_displacement")}
@@ -227,8 +222,7 @@ def _save(item: Instruction, reply: dict[str, Any], folder: Path) -> dict[str, A
             "worker": reply.get("worker"),
             "model_loaded": reply.get("model_loaded"),
         }
-        with atomic_path(paths["report"]) as temporary:
-            io.write_report(temporary, report)
+        io.write_report(paths["report"], report)
     except (OSError, FreeDragError) as exc:
         return {**row, "status": "error", "error": f"line {item.line}: cannot write: {exc}"}
     return {**row, "status": "done", **_row_fields(report)}

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from napari_freedrag.batching.files import atomic_path
+from napari_freedrag.io import atomic_path, jsonable
 
 COLUMNS = (
     "line", "out", "status", "steps", "converged", "seconds", "final_points",
@@ -60,10 +60,9 @@ class Summary:
             return {}
         if final:
             self.info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        document = self.as_dict()  # plain JSON already: rows come from reports
+        document = jsonable(self.as_dict())
         with atomic_path(self.folder / "summary.json") as temporary:
-            text = json.dumps(document, indent=1, default=str)
-            temporary.write_text(text + "\n", encoding="utf-8")
+            temporary.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
         with atomic_path(self.folder / "summary.csv") as temporary:
             with temporary.open("w", newline="", encoding="utf-8") as handle:
                 writer = csv.DictWriter(handle, fieldnames=COLUMNS)

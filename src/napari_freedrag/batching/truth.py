@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_freedrag.batching.files import atomic_path
 from napari_freedrag.errors import InputError
+from napari_freedrag.io import atomic_path
 
 LABEL_SUFFIXES = {"labels_before": ".labels-before.tif", "labels_after": ".labels-after.tif"}
 
