@@ -220,20 +220,18 @@ class DragRun:
         points = last.points if last is not None else ins.handles
         # a loop that yields nothing found every point done before its first step
         method_done = bool(last.done.all()) if last is not None else not stopped
-        measure = (session, initial, latent) if trace else None
         return self._end(state, image, points, trace, began, method_done and not stopped,
-                         stopped, measure)  # fmt: skip
+                         stopped, (session, initial, latent))  # fmt: skip
 
     def _end(self, state, image, points, trace, began, method_done, stopped, measure):
-        """Measure where the content went, write the report, keep the result."""
+        """Measure where the content went (``measure``: session, initial features, final
+        latent; nothing moved without steps), write the report, keep the result."""
         ins = self.instruction
         handles, targets = ins.handles, self.current_targets
-        if measure is None:
-            content = np.array(handles, dtype=np.float64)
-            scale = (1.0, 1.0)
-        else:
+        content = np.array(handles, dtype=np.float64)
+        scale = (1.0, 1.0) if measure is None else measure[0].feature_scale
+        if measure is not None and trace:
             session, initial, latent = measure
-            scale = session.feature_scale
             seen = [self.initial_targets, *(np.asarray(c["targets"]) for c in self.target_changes)]
             reach = np.max([np.linalg.norm(t - handles, axis=1) for t in seen], axis=0)
             content = content_points(session, initial, latent, handles, 1.25 * reach + 2)
