@@ -55,6 +55,8 @@ def test_two_workers_write_every_output_and_bad_lines_become_error_rows(client, 
         report = json.loads((tmp_path / name).with_suffix(".json").read_text())
         assert report["batch"]["line"] == line and report["batch"]["digest"] == rows[line]["digest"]
         assert rows[line]["final_points"] == report["final_points"]
+        moved = np.subtract(report["content_points"], report["handles"])
+        assert np.allclose(rows[line]["content_displacement"], moved, atol=1e-3)
         assert io.read_provenance(tmp_path / name)["model"] == "cells"
     assert np.load(tmp_path / "sub" / "cell4.npy").ndim == 3  # the W+ latent
     loads = {}
@@ -109,7 +111,7 @@ def test_cells_ground_truth_labels_and_displacements_agree(client, tmp_path):
         if cell["displacement"] is not None:  # found again after the edit: same id there
             shifted = np.argwhere(after == cell["id"]).mean(axis=0) - centroid
             assert np.allclose(shifted, cell["displacement"])
-            assert row["content_displacement"] == [cell["displacement"]]
+            assert row["cell_displacement"] == [cell["displacement"]]
 
 
 def test_a_scheduler_that_does_not_answer_is_one_message_within_the_timeout(tmp_path):

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_freedrag.batching.files import writable_folder
 from napari_freedrag.batching.instructions import Instruction, check_duplicates, read_instructions
 from napari_freedrag.batching.summary import Summary
@@ -213,7 +215,7 @@ def _save(item: Instruction, reply: dict[str, Any], folder: Path) -> dict[str, A
                 with io.atomic_path(path) as temporary:
                     tifffile.imwrite(temporary, truth[key])
                 paths[key] = path
-            report["ground_truth"] = {k: truth[k] for k in ("cells", "content_displacement")}
+            report["ground_truth"] = {k: truth[k] for k in ("cells", "cell_displacement")}
         report["batch"] = {
             "digest": item.digest(),
             "line": item.line,
@@ -235,9 +237,18 @@ def _row_fields(report: dict[str, Any]) -> dict[str, Any]:
         "converged": report.get("converged"),
         "seconds": report.get("seconds"),
         "final_points": report.get("final_points"),
-        "content_displacement": truth.get("content_displacement"),
+        "content_displacement": _content_displacement(report),
+        "cell_displacement": truth.get("cell_displacement"),
         "digest": (report.get("batch") or {}).get("digest"),
     }
+
+
+def _content_displacement(report: dict[str, Any]) -> list | None:
+    """Per handle, how far the engine measured its content to have moved (row, col)."""
+    content, handles = report.get("content_points"), report.get("handles")
+    if not content or not handles or len(content) != len(handles):
+        return None
+    return (np.asarray(content, float) - np.asarray(handles, float)).round(3).tolist()
 
 
 def _finished_row(item: Instruction, folder: Path) -> dict[str, Any] | None:

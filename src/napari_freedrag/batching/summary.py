@@ -14,7 +14,7 @@ from napari_freedrag.io import atomic_path, jsonable
 
 COLUMNS = (
     "line", "out", "status", "steps", "converged", "seconds", "final_points",
-    "content_displacement", "worker", "error", "digest",
+    "content_displacement", "cell_displacement", "worker", "error", "digest",
 )  # fmt: skip
 #: Row statuses: ``done`` ran now, ``skipped`` finished in an earlier run of the same
 #: instruction, ``error`` could not run, ``pending`` not finished yet.

@@ -81,7 +81,7 @@ def measure_truth(start_image: np.ndarray, image: np.ndarray, handles, targets) 
 
     A dragged cell (the one under a handle) is looked for after the edit where it should
     have gone; the others where they were. Cells that appear only after the edit get new
-    ids. ``content_displacement`` is, per handle, how far its cell's centroid moved.
+    ids. ``cell_displacement`` is, per handle, how far its cell's centroid moved.
     """
     from napari_freedrag.bench import segment, shift_mask
 
@@ -131,7 +131,7 @@ def measure_truth(start_image: np.ndarray, image: np.ndarray, handles, targets) 
         "labels_before": labels_before,
         "labels_after": labels_after,
         "cells": cells,
-        "content_displacement": per_handle,
+        "cell_displacement": per_handle,
     }
 
 
