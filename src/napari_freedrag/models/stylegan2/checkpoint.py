@@ -723,3 +723,21 @@ def build_generator(config: dict, state_dict: dict[str, torch.Tensor]):
             + ("; ".join(details) or str(exc).splitlines()[0])
         ) from None
     return generator.eval().requires_grad_(False)
+
+
+def network_record(path, key: str) -> tuple[dict[str, torch.Tensor] | None, dict]:
+    """``(state_dict, init_kwargs)`` of another network in a snapshot pickle (e.g. ``"D"``).
+
+    ``(None, {})`` when the file holds no such network; no code in the file runs.
+    """
+    path = Path(path).expanduser()
+    records = _unpickle(path)
+    record = records.get(key) if isinstance(records, dict) else None
+    if not isinstance(record, PersistentRecord):
+        return None, {}
+    kwargs = record.state.get("_init_kwargs", record.state.get("init_kwargs"))
+    if not isinstance(kwargs, dict):
+        raise ModelError(f"{path.name}: {key} has no readable constructor arguments")
+    state_dict: dict[str, torch.Tensor] = {}
+    _walk_module(record, "", state_dict, path.name)
+    return state_dict, _plain(kwargs)
