@@ -186,7 +186,8 @@ def project_steps(
     """Project ``target`` (``(1, C, R, R)`` in ``[-1, 1]``); one :class:`ProjectionStep`
     per optimiser step, the :class:`Projection` as return value.
 
-    ``stop`` is checked before every step; stopping keeps the best latent so far usable.
+    ``stop`` (a callable or a ``threading.Event``) is checked before every step; stopping
+    keeps the latent reached so far usable.
     """
     settings = settings.check()
     objective = _Objective(target, discriminator, settings.perceptual, settings.pixel_weight)
@@ -198,7 +199,7 @@ def project_steps(
         layer.noise_const = torch.randn_like(layer.noise_const).requires_grad_(True)
     w_avg, w_std = _latent_statistics(copy_of_g, settings.seed)
     num_ws = copy_of_g.num_ws
-    should_stop = stop or (lambda: False)
+    should_stop = getattr(stop, "is_set", stop) or (lambda: False)  # an Event or a callable
     phases = [("w", settings.steps)]
     if settings.mode != "w":
         phases = [("w", settings.steps - settings.steps // 2), ("w+", settings.steps // 2)]
