@@ -193,10 +193,14 @@ def project_steps(
     objective = _Objective(target, discriminator, settings.perceptual, settings.pixel_weight)
     began = time.perf_counter()
     copy_of_g = copy.deepcopy(generator).eval().requires_grad_(False)
-    torch.manual_seed(settings.seed)
+    rng = torch.Generator().manual_seed(settings.seed)  # the caller's RNG stays untouched
+
+    def gaussian(like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=rng).to(like.device)
+
     layers = _noise_layers(copy_of_g)
     for layer in layers:  # the copy's noise maps become optimisable leaves
-        layer.noise_const = torch.randn_like(layer.noise_const).requires_grad_(True)
+        layer.noise_const = gaussian(layer.noise_const).requires_grad_(True)
     w_avg, w_std = _latent_statistics(copy_of_g, settings.seed)
     num_ws = copy_of_g.num_ws
     should_stop = getattr(stop, "is_set", stop) or (lambda: False)  # an Event or a callable
@@ -221,7 +225,7 @@ def project_steps(
                 group["lr"] = _learning_rate(settings.lr, progress, settings)
             scale = w_std * settings.initial_noise_factor
             scale *= max(0.0, 1.0 - progress / settings.noise_ramp_length) ** 2
-            noisy = latent + torch.randn_like(latent) * scale
+            noisy = latent + gaussian(latent) * scale
             image = copy_of_g.synthesis(noisy.expand(1, num_ws, -1) if phase == "w" else noisy)
             distance, parts = objective(image)
             regulariser = noise_regularisation(noises)
