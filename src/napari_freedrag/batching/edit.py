@@ -49,8 +49,14 @@ def _edit(task: dict[str, Any]) -> dict[str, Any]:
 
     options = task["options"]
     gen, loaded = backend_for(options.get("model", "cells"), task["device"])
-    choice = SimpleNamespace(seed=options.get("seed"), prompt=options.get("prompt", ""),
-                             lora_steps=options.get("lora_steps", 0))  # fmt: skip
+    choice = SimpleNamespace(
+        seed=options.get("seed"),
+        image=options.get("image"),
+        prompt=options.get("prompt", ""),
+        lora_steps=options.get("lora_steps", 0),
+        invert_mode=options.get("invert_mode"),
+        invert_steps=options.get("invert_steps"),
+    )  # the edit command's options, for its start-state helper
     start = _start_state(gen, choice, task.get("image"), task.get("latent"))
     pairs = task["pairs"]
     handles = np.array([h for h, _ in pairs], dtype=np.float64)

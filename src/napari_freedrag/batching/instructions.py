@@ -27,6 +27,8 @@ KEYS: dict[str, tuple[type, ...]] = {
     "latent": (str,),
     "prompt": (str,),
     "lora_steps": (int,),
+    "invert_steps": (int,),
+    "invert_mode": (str,),
     "drag": (list, str),
     "mask": (str,),
     "method": (str,),
