@@ -203,10 +203,9 @@ class FreeDragWidget(Container):
     def _on_method(self, method):
         for field in FREEDRAG_ONLY:
             getattr(self, field).visible = method == "freedrag"
-        records = self.controller.layers.records()
-        if records:
-            record = records[self.controller.layers.selected_slice()]
-            self.apply_preset(record.backend, method, record.state.image_size)
+        edit = self.controller.current_edit
+        if edit is not None:
+            self.apply_preset(edit.backend, method, edit.state.image_size)
 
     def _on_image_ready(self, backend, image_size):
         self.apply_preset(backend, self.method.value, image_size)
@@ -229,15 +228,9 @@ class FreeDragWidget(Container):
                 getattr(self, field).value = getattr(preset, field)
 
     def _source_choices(self, _widget=None):
-        """The user's image layers (our own generated layers are not sources)."""
-        from napari.layers import Image
-
+        """The user's image layers and FreeDrag samples (not the plugin's own layers)."""
         layers = [
-            (layer.name, layer)
-            for layer in self.viewer.layers
-            if isinstance(layer, Image)
-            and layer.name not in L.OWNED_NAMES
-            and not layer.metadata.get("generated", False)
+            (layer.name, layer) for layer in self.viewer.layers if self.controller.is_source(layer)
         ]
         return [(NO_SOURCE, None), *layers]
 

@@ -1,0 +1,110 @@
+"""One running drag in the viewer: the worker thread, and what the eye is shown of it.
+
+The engine's steps arrive from a napari ``thread_worker`` in the main thread (Qt queues
+them); each arrival only records the step.  Layers are updated at most
+:data:`SHOW_HZ` times a second, from a Qt timer in the main thread, so a fast model can
+never flood the event loop.  Stop shows the newest step at once, so the kept result is at
+most the one step the engine was computing when Stop was pressed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Layer updates per second while a drag runs (what the eye can follow).
+SHOW_HZ = 15.0
+
+
+@dataclass
+class Failure:
+    """An exception handed out of a worker as its return value.
+
+    superqt drops a ``RuntimeError`` raised inside a worker (it takes it for a deleted Qt
+    object) without emitting ``errored`` or ``finished``; torch raises RuntimeErrors
+    (out of memory among them), so every error travels as a value instead.
+    """
+
+    error: Exception
+
+
+@dataclass
+class Job:
+    """Everything one Run needs, checked in the main thread before any work starts."""
+
+    parent: int
+    edit: Any  # history.Edit the run continues from
+    handles: np.ndarray  # model pixels
+    targets: np.ndarray
+    mask: np.ndarray | None
+    method: str
+    total: int
+    keep_frames: bool
+    steps: Any  # the engine's step generator
+    frames: list[np.ndarray] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    received: Any = None  # newest Step from the worker
+    image: np.ndarray | None = None  # newest preview not yet shown
+    shown_step: int = 0
+    shown_at: float = 0.0
+    timer_pending: bool = False
+    finished: bool = False
+
+
+def guarded_steps(job: Job):
+    """The engine's steps; an exception becomes a :class:`Failure` return value."""
+    try:
+        return (yield from job.steps)
+    except Exception as exc:
+        return Failure(exc)
+
+
+def guarded_call(func):
+    """``func()``, with an exception returned as a :class:`Failure` (see there)."""
+    try:
+        return func()
+    except Exception as exc:
+        return Failure(exc)
+
+
+def make_worker(func, *args, **connect):
+    """A napari worker for ``func(*args)`` with callbacks connected, not started yet."""
+    from napari.qt.threading import create_worker
+
+    return create_worker(func, *args, _start_thread=False, _connect=connect)
+
+
+def receive(job: Job, step) -> float:
+    """Record a step from the worker; seconds until the display is due (<= 0: now)."""
+    job.received = step
+    if step.image is not None:
+        job.image = step.image
+        if job.keep_frames:
+            job.frames.append(np.asarray(step.image))
+    return job.shown_at + 1.0 / SHOW_HZ - time.perf_counter()
+
+
+def show_later(job: Job, due: float, show) -> None:
+    """Call ``show(job)`` from the Qt event loop in ``due`` seconds (once per wait)."""
+    if job.timer_pending:
+        return
+    from qtpy.QtCore import QTimer
+
+    job.timer_pending = True
+
+    def later():
+        job.timer_pending = False
+        show(job)
+
+    QTimer.singleShot(max(1, int(due * 1000) + 1), later)
+
+
+def process_events() -> None:
+    """Let a viewer repaint during a synchronous run (called at the display rate)."""
+    from qtpy.QtWidgets import QApplication
+
+    if QApplication.instance() is not None:
+        QApplication.processEvents()
