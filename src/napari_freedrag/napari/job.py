@@ -3,12 +3,14 @@
 The engine's steps arrive from a napari ``thread_worker`` in the main thread (Qt queues
 them); each arrival only records the step.  Layers are updated at most
 :data:`SHOW_HZ` times a second, from a Qt timer in the main thread, so a fast model can
-never flood the event loop.  Stop shows the newest step at once, so the kept result is at
+never flood the event loop; the worker stays at most one step ahead of what the main thread
+received.  Stop shows the newest step at once, so the kept result is at
 most the one step the engine was computing when Stop was pressed.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +19,8 @@ import numpy as np
 
 #: Layer updates per second while a drag runs (what the eye can follow).
 SHOW_HZ = 15.0
+#: Longest a worker waits for the main thread to take a step (a frozen loop never hangs it).
+MAX_LAG_S = 2.0
 
 
 @dataclass
@@ -52,14 +56,34 @@ class Job:
     shown_at: float = 0.0
     timer_pending: bool = False
     finished: bool = False
+    acked: int = 0  # the newest step index the main thread received
+    delivered: threading.Condition = field(default_factory=threading.Condition)
 
 
 def guarded_steps(job: Job):
-    """The engine's steps; an exception becomes a :class:`Failure` return value."""
+    """The engine's steps, never more than one ahead of what the main thread received.
+
+    Without this the worker runs ahead of Qt's queue on a fast model, and Stop would keep
+    steps the user never saw.  An exception becomes a :class:`Failure` return value.
+    """
     try:
-        return (yield from job.steps)
+        while True:
+            try:
+                step = next(job.steps)
+            except StopIteration as end:
+                return end.value
+            yield step
+            with job.delivered:
+                job.delivered.wait_for(lambda: job.acked >= step.index or job.finished, MAX_LAG_S)
     except Exception as exc:
         return Failure(exc)
+
+
+def acknowledge(job: Job, step) -> None:
+    """The main thread has ``step``: let the worker compute the next one."""
+    with job.delivered:
+        job.acked = step.index
+        job.delivered.notify_all()
 
 
 def guarded_call(func):

@@ -320,6 +320,7 @@ class DragController:
         self.progress.emit(int(step.index), int(job.total))
 
     def _on_step(self, job: J.Job, step) -> None:
+        J.acknowledge(job, step)
         if job.finished:
             return
         due = J.receive(job, step)
