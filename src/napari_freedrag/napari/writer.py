@@ -53,7 +53,8 @@ def napari_write_tiff(path: str, data: Any, meta: dict) -> list[str]:
     if metadata.get(MARKER) is None:  # a user's layer: write it as napari does
         from napari_builtins.io import napari_write_image
 
-        return [str(p) for p in napari_write_image(path, data, meta) or []]
+        written = napari_write_image(path, data, meta)
+        return [str(written)] if written else []
     scale = tuple(meta.get("scale") or (1.0, 1.0))
     units = meta.get("units")
     placement = Placement(
