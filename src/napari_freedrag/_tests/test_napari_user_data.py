@@ -277,3 +277,27 @@ def test_failed_save_paths_raise_one_clear_error(scene, tmp_path):
         with pytest.raises(InputError, match=words):
             controller.save_selected(bad)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_sample_stack_is_edited_in_place_at_the_plane_on_screen(make_napari_viewer, qtbot):
+    from napari_freedrag.napari.runner import controller_for
+
+    viewer = make_napari_viewer()
+    controller = controller_for(viewer)
+    viewer.open_sample("napari-freedrag", "cells_stack")
+    (stack,) = [layer for layer in viewer.layers if "z-stack" in layer.name]
+    qtbot.waitUntil(lambda: len(controller.history) == 1 and not controller.running, timeout=60_000)
+    controller.history.select(0)
+    viewer.dims.set_current_step(0, Z_SHOWN)
+    step, before = tuple(viewer.dims.current_step), snapshot([stack])
+    controller.new_image(source=stack, wait=True)  # the plane on screen, from its own seed
+    assert controller.current_edit.entry["seed"] == Z_SHOWN
+    working = controller.layers.working
+    assert working.data.dtype == np.uint16 and working.data.shape == (1, *stack.data.shape[1:])
+    np.testing.assert_allclose(working.data[0], stack.data[Z_SHOWN], atol=1)  # in place
+    np.testing.assert_allclose(
+        working.data_to_world([0, 5, 7]), stack.data_to_world([Z_SHOWN, 5, 7])
+    )
+    controller.run(handles=[[30, 30]], targets=[[30, 34]], mask=None, max_steps=2, wait=True)
+    assert tuple(viewer.dims.current_step) == step
+    assert_same(before, [stack])

@@ -100,7 +100,7 @@ def assert_unchanged(viewer, before):
 
 
 def test_whole_flow_place_points_run_and_keep_the_edit(widget, qtbot):
-    viewer, controller = widget.viewer, widget.controller
+    controller = widget.controller
     working = owned(widget, L.WORKING)
     assert working.data.shape == (32, 32, 3) and working.metadata["generated"] is True
     assert working.name == "FreeDrag result (generated)"

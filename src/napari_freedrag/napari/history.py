@@ -131,3 +131,36 @@ class EditHistory:
             children = [i for i, e in enumerate(self._edits) if e.parent == self._current]
             child = children[-1] if children else None
         return None if child is None else self.select(child)
+
+
+# --- working-image pixels <-> model pixels ----------------------------------------------
+
+
+def zoom_of(edit: Edit) -> np.ndarray:
+    """Model pixels per working-image pixel, per axis (1 when the model keeps the size)."""
+    model = np.asarray(edit.state.image_size, float)
+    return model / np.asarray(edit.form.placement.size, float)
+
+
+def to_model(points, zoom):
+    """Working-image pixels to model pixels (pixel centres map to pixel centres)."""
+    if np.all(zoom == 1.0):
+        return points
+    array = np.asarray(points, dtype=float)
+    return (array + 0.5) * zoom - 0.5
+
+
+def from_model(points, zoom) -> np.ndarray:
+    return (np.asarray(points, dtype=float) + 0.5) / zoom - 0.5
+
+
+def resize_mask(mask, edit: Edit):
+    """The painted mask at the model's size (nearest neighbour: labels stay labels)."""
+    if mask is None:
+        return None
+    size = tuple(int(s) for s in edit.state.image_size)
+    if mask.shape == size or mask.shape != tuple(edit.form.placement.size):
+        return mask
+    rows = np.minimum((np.arange(size[0]) + 0.5) * mask.shape[0] // size[0], mask.shape[0] - 1)
+    cols = np.minimum((np.arange(size[1]) + 0.5) * mask.shape[1] // size[1], mask.shape[1] - 1)
+    return mask[rows.astype(int)[:, None], cols.astype(int)[None, :]]

@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_freedrag.errors import FreeDragError
+from napari_freedrag.io import _jsonable as jsonable
+
 #: Layer updates per second while a drag runs (what the eye can follow).
 SHOW_HZ = 15.0
 #: Longest a worker waits for the main thread to take a step (a frozen loop never hangs it).
@@ -73,8 +76,9 @@ def guarded_steps(job: Job):
             except StopIteration as end:
                 return end.value
             yield step
+            index = step.index
             with job.delivered:
-                job.delivered.wait_for(lambda: job.acked >= step.index or job.finished, MAX_LAG_S)
+                job.delivered.wait_for(lambda i=index: job.acked >= i or job.finished, MAX_LAG_S)
     except Exception as exc:
         return Failure(exc)
 
@@ -92,6 +96,48 @@ def guarded_call(func):
         return func()
     except Exception as exc:
         return Failure(exc)
+
+
+def run_sync(job: Job, on_step, on_result, on_error, end):
+    """Run ``job`` in the calling (main) thread; the DragResult, or the engine's error raised."""
+    try:
+        while True:
+            try:
+                step = next(job.steps)
+            except StopIteration as done:
+                result = done.value
+                break
+            on_step(job, step)
+        on_result(job, result)
+    except BaseException as exc:
+        on_error(job, exc)
+        raise
+    finally:
+        end(job)
+    return result
+
+
+def run_async(job: Job, on_step, on_result, on_error, end):
+    """Start ``job`` in a worker thread; callbacks run in the main thread.  The worker."""
+    from napari_freedrag.napari.notify import notify_error
+
+    def returned(result):
+        if isinstance(result, Failure):
+            on_error(job, result.error)
+            notify_error(result.error)
+        else:
+            on_result(job, result)
+
+    worker = make_worker(
+        guarded_steps,
+        job,
+        yielded=lambda step: on_step(job, step),
+        returned=returned,
+        errored=lambda exc: (on_error(job, exc), notify_error(exc)),
+        finished=lambda: end(job),
+    )
+    worker.start()
+    return worker
 
 
 def make_worker(func, *args, **connect):
@@ -132,3 +178,37 @@ def process_events() -> None:
 
     if QApplication.instance() is not None:
         QApplication.processEvents()
+
+
+def preset_value(edit, method, name, default=300):
+    try:
+        return int(getattr(edit.backend.preset(method, tuple(edit.state.image_size)), name))
+    except (AttributeError, TypeError, ValueError, FreeDragError):
+        return default
+
+
+def edit_entry(job: Job, result) -> dict[str, Any]:
+    """JSON-able provenance of one finished edit (what Save writes into the file)."""
+    report = jsonable(dict(getattr(result, "report", None) or {}))
+    mask_pixels = None if job.mask is None else int(np.count_nonzero(job.mask))
+    parent = job.edit.entry
+    return {
+        **report,
+        "generated": True,
+        "model": report.get("model", job.edit.backend.name),
+        "method": job.method,
+        "seed": parent.get("seed"),
+        "source": parent.get("source"),
+        "placement": parent.get("placement"),
+        "steps": int(result.steps),
+        "converged": bool(result.converged),
+        "stopped": bool(result.stopped),
+        "parameters": report.get("parameters", jsonable(getattr(result, "params", {}))),
+        "instruction": {
+            "handles": job.handles.tolist(),
+            "targets": job.targets.tolist(),
+            "final_points": np.asarray(result.points).tolist(),
+            "mask": "none" if mask_pixels is None else f"{mask_pixels} editable pixels",
+            "continued_from_edit": job.parent,
+        },
+    }

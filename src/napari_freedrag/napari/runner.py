@@ -10,7 +10,6 @@ in :attr:`DragController.history` even when the layers showing it were deleted m
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import weakref
@@ -20,14 +19,19 @@ from typing import Any
 import numpy as np
 from psygnal import Signal
 
-from napari_freedrag.errors import FreeDragError, InputError, ModelError
+from napari_freedrag.errors import FreeDragError, InputError
 from napari_freedrag.napari import job as J
 from napari_freedrag.napari import layers as L
-from napari_freedrag.napari.history import Edit, EditHistory, ImageForm
-from napari_freedrag.napari.placement import Placement, placement_of
-from napari_freedrag.napari.source import describe_source, sample_marker, source_form
-
-log = logging.getLogger(__name__)
+from napari_freedrag.napari.history import (
+    Edit,
+    EditHistory,
+    from_model,
+    resize_mask,
+    to_model,
+    zoom_of,
+)
+from napari_freedrag.napari.notify import notify_error, one_line
+from napari_freedrag.napari.source import plan_start, sample_marker
 
 #: A mask argument meaning "read the painted mask layer".
 FROM_LAYER = "layer"
@@ -154,52 +158,19 @@ class DragController:
         drawn on).  ``source`` is only read.  Returns the worker, or the Edit (``wait``).
         """
         self._refuse_if_busy()
-        viewer = self.viewer
-        form, rgb, description = ImageForm(Placement((0, 0))), None, None
-        marker = sample_marker(source)
-        if marker is not None:  # a FreeDrag sample: continue from its own seed
-            model = model if not isinstance(model, str) else marker["model"]
-            seed, truncation = marker["seed"], marker["truncation"]
-            form = ImageForm(placement_of(source, viewer.dims.point))
-            description = describe_source(source, form.placement)
-        elif source is not None:
-            form, rgb = source_form(source, placement_of(source, viewer.dims.point))
-            description = form.source
+        plan = plan_start(source, self.viewer.dims.point, model, seed, truncation)
         self.status.emit("loading the model…")
 
         def load():
-            backend = model if not isinstance(model, str) else self.backend_for(model, device)
-            if rgb is None:
-                state = backend.sample(int(seed), truncation=float(truncation))
-            elif hasattr(backend, "invert"):
-                state = backend.invert(rgb, prompt=prompt, lora_steps=int(lora_steps))
-            else:
-                raise ModelError(
-                    f"model {backend.name!r} cannot edit a real image; choose a latent-diffusion"
-                    " model (ldm:PATH) or set 'source image' to none to sample from a seed"
-                )
-            if state.image is None:
-                state.image = start_image(backend, state)
-            return backend, state
+            backend = plan.model
+            if isinstance(backend, str):
+                backend = self.backend_for(backend, device)
+            return backend, plan.start(backend, prompt=prompt, lora_steps=lora_steps)
 
         def shown(out) -> Edit:
             backend, state = out
-            size = tuple(int(s) for s in state.image_size)
-            final_form = form if form.placement.size != (0, 0) else ImageForm(Placement(size))
-            entry = {
-                "generated": True,
-                "model": backend.name,
-                "kind": backend.kind,
-                "device": str(backend.device),
-                "seed": None if rgb is not None else int(seed),
-                "truncation": None if rgb is not None else float(truncation),
-                "source": description,
-                "placement": final_form.placement.to_json(),
-                "instruction": None,
-                "info": _jsonable(state.info),
-            }
-            edit = Edit(state, backend, final_form, entry, None, "start")
-            replaced = self.layers.placement != final_form.placement
+            edit = plan.edit(backend, state)
+            replaced = self.layers.placement != edit.form.placement
             self._show_current(self.history.append(edit))
             self.layers.clear_points()
             mask = self.layers.get(L.MASK)
@@ -207,16 +178,11 @@ class DragController:
                 mask.data = np.zeros_like(mask.data)
             if replaced:
                 self.viewer.reset_view()
-            origin = (
-                f"plane {list(final_form.placement.plane)} of '{source.name}'"
-                if (source is not None and final_form.placement.plane)
-                else (f"'{source.name}'" if source is not None else f"seed {seed}")
-            )
             self.status.emit(
-                f"{backend.name}: new image from {origin} (edit {len(self.history) - 1}); "
-                "points cleared: click a handle, then its target"
+                f"{backend.name}: new image from {plan.origin()} (edit {len(self.history) - 1});"
+                " points cleared: click a handle, then its target"
             )
-            self.image_ready.emit(backend, size)
+            self.image_ready.emit(backend, tuple(int(s) for s in state.image_size))
             return edit
 
         if wait:
@@ -271,21 +237,21 @@ class DragController:
             self._show_current(self.history.current_index)  # re-create what was deleted
         else:
             self.layers.ensure_overlays()
-        zoom = _zoom(edit)
+        zoom = zoom_of(edit)
         handles = self.layers.points_in_image(L.HANDLES) if handles is None else handles
         targets = self.layers.points_in_image(L.TARGETS) if targets is None else targets
         if isinstance(mask, str) and mask == FROM_LAYER:
-            mask = _resize_mask(self.layers.mask_array(), edit)
+            mask = resize_mask(self.layers.mask_array(), edit)
         from napari_freedrag.engine.run import drag_steps
 
-        model_handles, model_targets = _to_model(handles, zoom), _to_model(targets, zoom)
+        model_handles, model_targets = to_model(handles, zoom), to_model(targets, zoom)
         # The engine checks points, mask and parameters when called: bad input is
         # reported here, in the main thread, with nothing changed yet.
         steps = drag_steps(
             edit.backend, edit.state, model_handles, model_targets, mask, method,
             max_steps=max_steps, preview_every=preview_every, stop=self._stop, **params,
         )  # fmt: skip
-        total = max_steps or _preset_value(edit, method, "max_steps")
+        total = max_steps or J.preset_value(edit, method, "max_steps")
         return J.Job(
             self.history.current_index, edit, np.asarray(model_handles, float).reshape(-1, 2),
             np.asarray(model_targets, float).reshape(-1, 2), mask, method, total, False, steps,
@@ -306,11 +272,11 @@ class DragController:
             return
         job.shown_at = time.perf_counter()
         job.shown_step = step.index
-        zoom = _zoom(job.edit)
+        zoom = zoom_of(job.edit)
         if job.image is not None:
             self.layers.update_image(job.edit.form.display(job.image))
             job.image = None
-        self.layers.set_points_from_image(L.HANDLES, _from_model(step.points, zoom))
+        self.layers.set_points_from_image(L.HANDLES, from_model(step.points, zoom))
         left = float(np.max(np.linalg.norm(job.targets - np.asarray(step.points), axis=1)))
         per_step = (time.perf_counter() - job.started) / max(step.index, 1)
         self.status.emit(
@@ -332,12 +298,12 @@ class DragController:
     def _on_result(self, job: J.Job, result) -> None:
         job.finished = True
         shown = job.shown_step
-        entry = _edit_entry(job, result)
+        entry = J.edit_entry(job, result)
         edit = Edit(result.state, job.edit.backend, job.edit.form, entry, job.parent, job.method)
         edit.frames = job.frames
         index = self.history.append(edit)
         self._show_current(index)
-        self.layers.set_points_from_image(L.HANDLES, _from_model(result.points, _zoom(edit)))
+        self.layers.set_points_from_image(L.HANDLES, from_model(result.points, zoom_of(edit)))
         per_step = result.seconds / max(result.steps, 1)
         if result.stopped:
             outcome = f"stopped: kept step {result.steps} (last shown: step {shown})"
@@ -351,7 +317,7 @@ class DragController:
         job.finished = True
         if self.viewer is not None and self.history.current is not None:
             self._show_current(self.history.current_index)
-            self.layers.set_points_from_image(L.HANDLES, _from_model(job.handles, _zoom(job.edit)))
+            self.layers.set_points_from_image(L.HANDLES, from_model(job.handles, zoom_of(job.edit)))
         self.status.emit(f"failed: {one_line(exc)}")
 
     def _end(self, job: J.Job) -> None:
@@ -359,45 +325,15 @@ class DragController:
         self._set_busy(False)
 
     def _run_sync(self, job: J.Job):
-        steps = J.guarded_steps(job)
-        try:
-            while True:
-                try:
-                    step = next(steps)
-                except StopIteration as done:
-                    result = done.value
-                    break
-                if J.receive(job, step) <= 0:
-                    self._show_step(job)
-                    J.process_events()
-            if isinstance(result, J.Failure):
-                raise result.error
-            self._on_result(job, result)
-        except BaseException as exc:
-            self._on_error(job, exc)
-            raise
-        finally:
-            self._end(job)
-        return result
+        return J.run_sync(job, self._on_step_sync, self._on_result, self._on_error, self._end)
 
     def _run_async(self, job: J.Job):
-        def returned(result):
-            if isinstance(result, J.Failure):
-                self._on_error(job, result.error)
-                notify_error(result.error)
-            else:
-                self._on_result(job, result)
+        return J.run_async(job, self._on_step, self._on_result, self._on_error, self._end)
 
-        worker = J.make_worker(
-            J.guarded_steps,
-            job,
-            yielded=lambda step: self._on_step(job, step),
-            returned=returned,
-            errored=lambda exc: (self._on_error(job, exc), notify_error(exc)),
-            finished=lambda: self._end(job),
-        )
-        worker.start()
-        return worker
+    def _on_step_sync(self, job: J.Job, step) -> None:
+        if J.receive(job, step) <= 0:
+            self._show_step(job)
+            J.process_events()
 
     def _start_worker(self, func, returned):
         """Run ``func`` (model loading, inversion) off the main thread, results shown after."""
@@ -477,104 +413,3 @@ class DragController:
             raise
         self.status.emit(f"saved edit {self.history.current_index} to {written}")
         return written
-
-
-def start_image(backend, state) -> np.ndarray:
-    """The starting image as uint8 RGB (rendered when the state carries none)."""
-    if state.image is not None:
-        return np.asarray(state.image)
-    session = backend.session(state, None, "freedrag")
-    return np.asarray(session.render(session.latent.detach()))
-
-
-def _zoom(edit: Edit) -> np.ndarray:
-    """Model pixels per working-image pixel, per axis (1 when the model keeps the size)."""
-    model = np.asarray(edit.state.image_size, float)
-    return model / np.asarray(edit.form.placement.size, float)
-
-
-def _to_model(points, zoom):
-    """Working-image pixels to model pixels (pixel centres map to pixel centres)."""
-    if np.all(zoom == 1.0):
-        return points
-    array = np.asarray(points, dtype=float)
-    return (array + 0.5) * zoom - 0.5
-
-
-def _from_model(points, zoom) -> np.ndarray:
-    return (np.asarray(points, dtype=float) + 0.5) / zoom - 0.5
-
-
-def _resize_mask(mask, edit: Edit):
-    """The painted mask at the model's size (nearest neighbour: labels stay labels)."""
-    if mask is None:
-        return None
-    size = tuple(int(s) for s in edit.state.image_size)
-    if mask.shape == size or mask.shape != tuple(edit.form.placement.size):
-        return mask
-    rows = np.minimum((np.arange(size[0]) + 0.5) * mask.shape[0] // size[0], mask.shape[0] - 1)
-    cols = np.minimum((np.arange(size[1]) + 0.5) * mask.shape[1] // size[1], mask.shape[1] - 1)
-    return mask[rows.astype(int)[:, None], cols.astype(int)[None, :]]
-
-
-def _preset_value(edit, method, name, default=300):
-    try:
-        return int(getattr(edit.backend.preset(method, tuple(edit.state.image_size)), name))
-    except (AttributeError, TypeError, ValueError, FreeDragError):
-        return default
-
-
-def _edit_entry(job: J.Job, result) -> dict[str, Any]:
-    """JSON-able provenance of one finished edit (what Save writes into the file)."""
-    report = _jsonable(dict(getattr(result, "report", None) or {}))
-    mask_pixels = None if job.mask is None else int(np.count_nonzero(job.mask))
-    parent = job.edit.entry
-    return {
-        **report,
-        "generated": True,
-        "model": report.get("model", job.edit.backend.name),
-        "method": job.method,
-        "seed": parent.get("seed"),
-        "source": parent.get("source"),
-        "placement": parent.get("placement"),
-        "steps": int(result.steps),
-        "converged": bool(result.converged),
-        "stopped": bool(result.stopped),
-        "parameters": report.get("parameters", _jsonable(getattr(result, "params", {}))),
-        "instruction": {
-            "handles": job.handles.tolist(),
-            "targets": job.targets.tolist(),
-            "final_points": np.asarray(result.points).tolist(),
-            "mask": "none" if mask_pixels is None else f"{mask_pixels} editable pixels",
-            "continued_from_edit": job.parent,
-        },
-    }
-
-
-def _jsonable(value: Any) -> Any:
-    from napari_freedrag.io import _jsonable as convert
-
-    return convert(value)
-
-
-def one_line(exc: BaseException) -> str:
-    """The message a user reads: FreeDragErrors as written, bugs with their type."""
-    if isinstance(exc, FreeDragError):
-        text = str(exc)
-    elif "out of memory" in str(exc).lower():
-        text = (
-            "out of memory on the model's device: use a smaller model or image, free memory "
-            "used by other programs, or choose device 'cpu'"
-        )
-    else:
-        text = f"unexpected {type(exc).__name__}: {exc} (see the log for details)"
-    return " ".join(text.split())
-
-
-def notify_error(exc: BaseException) -> None:
-    """Show ``exc`` as one napari notification (bugs also go to the log with traceback)."""
-    from napari.utils.notifications import show_error
-
-    if not isinstance(exc, FreeDragError):
-        log.error("FreeDrag failed", exc_info=exc)
-    show_error(f"FreeDrag: {one_line(exc)}")
