@@ -419,3 +419,20 @@ def test_napari_drag_raises_one_clear_error_and_changes_nothing(widget):
         napari_drag(widget.viewer, handles=[[3, 3]], targets=[[3, 9]], max_steps=-1)
     assert_unchanged(widget.viewer, before)
     assert not widget.controller.running
+
+
+def test_the_history_control_browses_edits_without_a_dims_axis(widget, qtbot):
+    viewer, controller = widget.viewer, widget.controller
+    owned(widget, L.HANDLES).add([[16.0, 8.0]])
+    owned(widget, L.TARGETS).add([[16.0, 20.0]])
+    wait_run(qtbot, widget, widget.run())
+    assert viewer.dims.ndim == 2  # no axis was added for the history
+    control = widget.history
+    assert control.slider.max == 1 and control.slider.value == 1
+    control.slider.value = 0
+    assert controller.history.current_index == 0
+    np.testing.assert_array_equal(owned(widget, L.WORKING).data, controller.history[0].display())
+    control.redo_button.clicked.emit()
+    assert controller.history.current_index == 1 and "from edit 0" in control.about.value
+    control.undo_button.clicked.emit()
+    assert controller.history.current_index == 0 and len(controller.history) == 2

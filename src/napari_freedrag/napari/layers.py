@@ -130,7 +130,7 @@ class OwnedLayers:
                     name=NAMES[role],
                     face_color=color,
                     border_color="white",
-                    size=max(3.0, size[0] / 40) * float(placement.scale[-1]),
+                    size=max(2.0, size[0] / 25),
                     metadata={MARKER: role},
                     **kwargs,
                 )

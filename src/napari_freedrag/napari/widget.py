@@ -24,6 +24,7 @@ from magicgui.widgets import (
 
 from napari_freedrag.errors import FreeDragError
 from napari_freedrag.napari import layers as L
+from napari_freedrag.napari.history_control import HistoryControl
 from napari_freedrag.napari.runner import controller_for, notify_error, unwrap_viewer
 
 CHECKPOINT_FILE = "checkpoint file…"
@@ -72,6 +73,7 @@ class FreeDragWidget(Container):
         self.reset_button = PushButton(text="Reset points")
         self.save_path = FileEdit(label="save to", mode="w", filter="*.png *.tif")
         self.save_button = PushButton(text="Save edit")
+        self.history = HistoryControl(self.controller)
         self.status = Label(value="press 'New image' to start")
         self.status.native.setWordWrap(True)
 
@@ -81,8 +83,8 @@ class FreeDragWidget(Container):
                 self.source, self.prompt, self.lora_steps, self.new_button,
                 self.random_button, self.method, self.l, self.d, self.max_steps, self.lr,
                 self.mask_weight, self.preview_every, self.keep_frames, self.run_button,
-                self.stop_button, self.reset_button, self.save_path, self.save_button,
-                self.status,
+                self.stop_button, self.reset_button, self.history, self.save_path,
+                self.save_button, self.status,
             ]
         )  # fmt: skip
 
