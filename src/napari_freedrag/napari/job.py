@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from napari_freedrag.errors import FreeDragError
 from napari_freedrag.io import _jsonable as jsonable
 
 #: Layer updates per second while a drag runs (what the eye can follow).
@@ -50,7 +49,7 @@ class Job:
     method: str
     total: int
     keep_frames: bool
-    steps: Any  # the engine's step generator
+    steps: Any  # the engine's DragRun
     frames: list[np.ndarray] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     received: Any = None  # newest Step from the worker
@@ -70,11 +69,12 @@ def guarded_steps(job: Job):
     steps the user never saw.  An exception becomes a :class:`Failure` return value.
     """
     try:
+        steps = iter(job.steps)
         while True:
             try:
-                step = next(job.steps)
-            except StopIteration as end:
-                return end.value
+                step = next(steps)
+            except StopIteration:
+                return job.steps.result
             yield step
             index = step.index
             with job.delivered:
@@ -101,11 +101,12 @@ def guarded_call(func):
 def run_sync(job: Job, on_step, on_result, on_error, end):
     """Run ``job`` in the calling (main) thread; the DragResult, or the engine's error raised."""
     try:
+        steps = iter(job.steps)
         while True:
             try:
-                step = next(job.steps)
-            except StopIteration as done:
-                result = done.value
+                step = next(steps)
+            except StopIteration:
+                result = job.steps.result
                 break
             on_step(job, step)
         on_result(job, result)
@@ -178,13 +179,6 @@ def process_events() -> None:
 
     if QApplication.instance() is not None:
         QApplication.processEvents()
-
-
-def preset_value(edit, method, name, default=300):
-    try:
-        return int(getattr(edit.backend.preset(method, tuple(edit.state.image_size)), name))
-    except (AttributeError, TypeError, ValueError, FreeDragError):
-        return default
 
 
 def edit_entry(job: Job, result) -> dict[str, Any]:

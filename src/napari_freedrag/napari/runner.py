@@ -97,6 +97,11 @@ class DragController:
     def current_edit(self) -> Edit | None:
         return self.history.current
 
+    @property
+    def active_run(self):
+        """The engine's DragRun of the drag in progress (None when idle): live targets."""
+        return None if self._job is None else self._job.steps
+
     # ---------------------------------------------------------------- models
     def backend_for(self, model: str, device: str = "auto"):
         """The backend for a MODEL string; the last MODEL_CACHE_SIZE loaded are kept."""
@@ -251,7 +256,7 @@ class DragController:
             edit.backend, edit.state, model_handles, model_targets, mask, method,
             max_steps=max_steps, preview_every=preview_every, stop=self._stop, **params,
         )  # fmt: skip
-        total = max_steps or J.preset_value(edit, method, "max_steps")
+        total = int(steps.settings.max_steps)
         return J.Job(
             self.history.current_index, edit, np.asarray(model_handles, float).reshape(-1, 2),
             np.asarray(model_targets, float).reshape(-1, 2), mask, method, total, False, steps,
