@@ -20,7 +20,7 @@ import numpy as np
 from napari_freedrag.io import _jsonable as jsonable
 
 #: Layer updates per second while a drag runs (what the eye can follow).
-SHOW_HZ = 15.0
+SHOW_HZ = 10.0
 #: Longest a worker waits for the main thread to take a step (a frozen loop never hangs it).
 MAX_LAG_S = 2.0
 

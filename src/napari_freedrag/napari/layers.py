@@ -29,6 +29,8 @@ NAMES = {
     WORKING: "FreeDrag result (generated)",
 }
 MARKER = "napari-freedrag"
+#: Points data events sent before a change (napari sends one before and one after).
+_BEFORE_CHANGE = ("adding", "changing", "removing")
 
 HANDLE_COLOR = "#ff4040"
 TARGET_COLOR = "#40a0ff"
@@ -204,9 +206,9 @@ class OwnedLayers:
                 layer.data = layer.data[:0]
 
     def sync_arrows(self, event=None) -> None:
-        """One arrow per handle/target pair (matched by order)."""
+        """One arrow per handle/target pair (matched by order), once per finished change."""
         arrows = self.get(ARROWS)
-        if arrows is None:
+        if arrows is None or str(getattr(event, "action", "")) in _BEFORE_CHANGE:
             return
         starts, ends = self._arrow_points(HANDLES, arrows), self._arrow_points(TARGETS, arrows)
         n = min(len(starts), len(ends))
