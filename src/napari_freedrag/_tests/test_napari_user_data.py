@@ -247,7 +247,8 @@ def test_points_placed_by_real_mouse_clicks_drag_the_image(make_napari_viewer, q
     qtbot.wait(50)
 
     def click(row, col):
-        zoom, (_, centre_row, centre_col) = viewer.camera.zoom, (0, *viewer.camera.center[-2:])
+        camera = viewer.scene.camera
+        zoom, (centre_row, centre_col) = camera.zoom, camera.center[-2:]
         x = canvas.width() / 2 + (col - centre_col) * zoom
         y = canvas.height() / 2 + (row - centre_row) * zoom
         QTest.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=QPoint(round(x), round(y)))
