@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_freedrag.io import _jsonable as jsonable
+from napari_freedrag.io import jsonable
 
 #: Layer updates per second while a drag runs (what the eye can follow).
 SHOW_HZ = 10.0

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from napari_freedrag.errors import ModelError
-from napari_freedrag.io import _jsonable as jsonable
+from napari_freedrag.io import jsonable
 from napari_freedrag.napari.history import Edit, ImageForm
 from napari_freedrag.napari.placement import Placement, placement_of
 
