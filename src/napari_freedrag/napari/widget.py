@@ -24,6 +24,7 @@ from magicgui.widgets import (
 
 from napari_freedrag.errors import FreeDragError
 from napari_freedrag.napari import layers as L
+from napari_freedrag.napari.history_control import HistoryControl
 from napari_freedrag.napari.runner import controller_for, notify_error, unwrap_viewer
 
 CHECKPOINT_FILE = "checkpoint file…"
@@ -72,6 +73,7 @@ class FreeDragWidget(Container):
         self.reset_button = PushButton(text="Reset points")
         self.save_path = FileEdit(label="save to", mode="w", filter="*.png *.tif")
         self.save_button = PushButton(text="Save edit")
+        self.history = HistoryControl(self.controller)
         self.status = Label(value="press 'New image' to start")
         self.status.native.setWordWrap(True)
 
@@ -81,8 +83,8 @@ class FreeDragWidget(Container):
                 self.source, self.prompt, self.lora_steps, self.new_button,
                 self.random_button, self.method, self.l, self.d, self.max_steps, self.lr,
                 self.mask_weight, self.preview_every, self.keep_frames, self.run_button,
-                self.stop_button, self.reset_button, self.save_path, self.save_button,
-                self.status,
+                self.stop_button, self.reset_button, self.history, self.save_path,
+                self.save_button, self.status,
             ]
         )  # fmt: skip
 
@@ -203,10 +205,9 @@ class FreeDragWidget(Container):
     def _on_method(self, method):
         for field in FREEDRAG_ONLY:
             getattr(self, field).visible = method == "freedrag"
-        records = self.controller.layers.records()
-        if records:
-            record = records[self.controller.layers.selected_slice()]
-            self.apply_preset(record.backend, method, record.state.image_size)
+        edit = self.controller.current_edit
+        if edit is not None:
+            self.apply_preset(edit.backend, method, edit.state.image_size)
 
     def _on_image_ready(self, backend, image_size):
         self.apply_preset(backend, self.method.value, image_size)
@@ -229,15 +230,9 @@ class FreeDragWidget(Container):
                 getattr(self, field).value = getattr(preset, field)
 
     def _source_choices(self, _widget=None):
-        """The user's image layers (our own generated layers are not sources)."""
-        from napari.layers import Image
-
+        """The user's image layers and FreeDrag samples (not the plugin's own layers)."""
         layers = [
-            (layer.name, layer)
-            for layer in self.viewer.layers
-            if isinstance(layer, Image)
-            and layer.name not in L.OWNED_NAMES
-            and not layer.metadata.get("generated", False)
+            (layer.name, layer) for layer in self.viewer.layers if self.controller.is_source(layer)
         ]
         return [(NO_SOURCE, None), *layers]
 
