@@ -56,6 +56,7 @@ def worker(resolution: int, mode: str, steps: int, warmup: int) -> dict:
         patch_features,
         patch_offsets,
     )
+    from napari_freedrag.models.stylegan2.partial import run_blocks
 
     backend = build_backend(resolution)
     state = backend.sample(0)
@@ -73,7 +74,7 @@ def worker(resolution: int, mode: str, steps: int, warmup: int) -> dict:
     def features(latent):
         if mode == "all-in-graph":
             ws = torch.cat([latent, frozen], dim=1)
-            return synthesis.run(ws, until=feature_res, with_img=False)[0][0]
+            return run_blocks(synthesis, ws, until=feature_res, with_img=False)[0][0]
         return session.features(latent, boxes if mode == "receptive" else None)
 
     latent = session.latent

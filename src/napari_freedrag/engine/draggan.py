@@ -98,17 +98,20 @@ def run_draggan(
     def reached(p: torch.Tensor) -> torch.Tensor:
         return (t - p).norm(dim=1) <= params.stop_distance
 
-    with torch.no_grad():
-        features = session.features(latent, None)
-    shape = tuple(features.shape[-2:])
-    initial = sample(features, to_map(p)).detach()
     n = len(p)
+    # The map's size before it is computed, for the start boxes (too large is harmless).
+    shape = (math.ceil(height * float(scale[0])), math.ceil(width * float(scale[1])))
 
     def boxes(p: torch.Tensor) -> list[Box] | None:
         if use_mask:
             return None
         corners = torch.tensor([[-reach, -reach], [reach, reach]], dtype=torch.float64)
         return [box_around(to_map(p[i] + corners), shape) for i in range(n)]
+
+    with torch.no_grad():
+        features = session.features(latent, boxes(p))
+    shape = tuple(features.shape[-2:])
+    initial = sample(features, to_map(p)).detach()
 
     def motion(current: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         losses = []

@@ -124,11 +124,31 @@ def run_freedrag(
     def image_points(h: torch.Tensor) -> np.ndarray:
         return (h / scale).numpy().copy()
 
+    def boxes(*point_sets: torch.Tensor) -> list[Box] | None:
+        if use_mask:
+            return None
+        return [
+            box_around(torch.cat([p[i].reshape(-1, 1, 2) + offsets for p in point_sets]), shape)
+            for i in range(n)
+        ]
+
+    n = len(h)
+    # The map's size before it is computed, for the start boxes (too large is harmless).
+    shape = (math.ceil(height * float(scale[0])), math.ceil(width * float(scale[1])))
+    falls_back = torch.ones(n, dtype=torch.bool)
+
+    def search_boxes(h: torch.Tensor) -> list[Box] | None:
+        """What the templates and the next line search read: ``h`` and every candidate."""
+        return boxes(
+            h,
+            candidates(h, t, params.d, ~falls_back, bounds),
+            candidates(h, t, params.d, falls_back, bounds),
+        )
+
     with torch.no_grad():
-        features = session.features(latent, None)
+        features = session.features(latent, search_boxes(h))
     shape = tuple(features.shape[-2:])
     templates = patch_features(features, h, offsets).detach()
-    n = len(h)
     l_in = torch.zeros(n, dtype=torch.float64)
     l_end = torch.zeros(n, dtype=torch.float64)
     done = arrived(h)
@@ -137,14 +157,6 @@ def run_freedrag(
     optimiser = torch.optim.Adam([latent], lr=params.lr)
     step = 0
     good = (latent.detach().clone(), 0, image_points(h))
-
-    def boxes(*point_sets: torch.Tensor) -> list[Box] | None:
-        if use_mask:
-            return None
-        return [
-            box_around(torch.cat([p[i].reshape(-1, 1, 2) + offsets for p in point_sets]), shape)
-            for i in range(n)
-        ]
 
     while step < params.max_steps and not bool(done.all()):
         h, decisions = line_search(
@@ -187,14 +199,8 @@ def run_freedrag(
             if not last:
                 yield progress
                 continue
-            falls_back = torch.ones(n, dtype=torch.bool)
-            next_boxes = boxes(
-                h,
-                candidates(h, t, params.d, ~falls_back, bounds),
-                candidates(h, t, params.d, falls_back, bounds),
-            )
             with torch.no_grad():
-                features = session.features(latent, next_boxes)
+                features = session.features(latent, search_boxes(h))
                 patches = patch_features(features, h, offsets)
                 l_end = discrepancy(patches, templates).double().cpu()
             if not bool(torch.isfinite(l_end).all()):

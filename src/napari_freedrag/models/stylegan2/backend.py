@@ -22,14 +22,8 @@ import torch.nn.functional as F
 
 from napari_freedrag.engine.protocol import METHODS, StartState
 from napari_freedrag.errors import InputError, ModelError
-from napari_freedrag.models.stylegan2.network import (
-    Generator,
-    Rect,
-    SynthesisLayer,
-    clip_rect,
-    input_rect,
-    to_uint8_image,
-)
+from napari_freedrag.models.stylegan2.network import Generator, to_uint8_image
+from napari_freedrag.models.stylegan2.partial import FeaturePath, Rect, clip_rect, run_blocks
 
 #: W+ vectors the drag optimises (FreeDrag and DragGAN both use the first 6).
 TRAINABLE_WS = 6
@@ -115,9 +109,10 @@ class StyleGAN2Backend:
                                                         "source": "latent"})  # fmt: skip
 
     def render(self, ws: torch.Tensor) -> np.ndarray:
-        """The ``(H, W, 3)`` uint8 image of a full W+ latent."""
+        """The ``(H, W, 3)`` uint8 image of a full W+ latent (no gradient, channels-last)."""
         with torch.no_grad():
-            img = self.generator.synthesis(ws.to(self.device, torch.float32), noise_mode="const")
+            ws = ws.to(self.device, torch.float32)
+            img = run_blocks(self.generator.synthesis, ws, channels_last=True)[1]
         return to_uint8_image(img)
 
     def session(self, start: StartState, mask: np.ndarray | None, method: str) -> StyleGAN2Session:
@@ -163,24 +158,7 @@ class StyleGAN2Session:
         res = backend.feature_res
         self.feature_scale = (res / self.image_size[0], res / self.image_size[1])
         self._feature_res = res
-        self._layers = [
-            (layer, w_index)
-            for block_res, layer, w_index in self._synthesis.conv_layers()
-            if block_res <= res
-        ]
-        with torch.no_grad():
-            self._frozen_weights = {
-                w_index: layer.conv_layout(layer.modulated_weight(ws[:, w_index]))
-                for layer, w_index in self._layers
-                if w_index >= n_trainable
-            }
-            # Trainable layers modulate activations (input gradients only, no weight
-            # gradients); their demodulation needs only per-layer sums of squares.
-            self._shared = {
-                w_index: (layer.conv_layout(layer.weight), layer.weight_sq())
-                for layer, w_index in self._layers
-                if w_index < n_trainable
-            }
+        self._path = FeaturePath(self._synthesis, ws, n_trainable, res)
         self._outside = self._outside_mask(mask)
         self._initial_features = None
         if self._outside is not None:
@@ -197,8 +175,8 @@ class StyleGAN2Session:
         if boxes is not None and self._outside is None:
             regions = self._regions(boxes)
         if regions is None:
-            return self._run_layers(latent, [None])[0][0]
-        tiles = self._run_layers(latent, regions)
+            return self._path(latent, [None])[0][0]
+        tiles = self._path(latent, regions)
         # Zero-pad each tile to the full map and add: regions are disjoint, so the sum is
         # exact, and its backward only slices the gradient (no full-size copies).
         size = self._feature_res
@@ -229,57 +207,6 @@ class StyleGAN2Session:
 
     def _full_ws(self, latent: torch.Tensor) -> torch.Tensor:
         return torch.cat([latent.detach().to(self._frozen_ws.device), self._frozen_ws], dim=1)
-
-    def _apply(self, layer: SynthesisLayer, w_index: int, latent: torch.Tensor, x, **region):
-        """One layer: cached weights when its style is frozen, styles on activations if not."""
-        frozen = self._frozen_weights.get(w_index)
-        if frozen is not None:
-            return layer(x, weight=frozen, noise_mode="const", **region)
-        shared_weight, weight_sq = self._shared[w_index]
-        return layer(
-            x, latent[:, w_index], noise_mode="const", fused=False,
-            shared_weight=shared_weight, weight_sq=weight_sq, **region,
-        )  # fmt: skip
-
-    def _run_layers(self, latent: torch.Tensor, regions: list[Rect | None]) -> list[torch.Tensor]:
-        """The feature block's output over each region (``None``: the full map).
-
-        Layers whose needed output is the whole map run once, shared by all regions;
-        from the first layer where some region needs less, each region runs on its own
-        receptive field.
-        """
-        plans = [self._plan(region) for region in regions]
-        first_partial = min(
-            (next((k for k, rect in enumerate(plan) if rect is not None), len(plan))
-             for plan in plans),
-            default=len(self._layers),
-        )  # fmt: skip
-        x = self._synthesis.b4.const.unsqueeze(0)
-        for layer, w_index in self._layers[:first_partial]:
-            x = self._apply(layer, w_index, latent, x)
-        tiles = []
-        for plan in plans:
-            tile, have = x, None
-            for (layer, w_index), out_rect in list(zip(self._layers, plan, strict=True))[
-                first_partial:
-            ]:
-                tile = self._apply(layer, w_index, latent, tile, in_rect=have, out_rect=out_rect)
-                have = out_rect
-            tiles.append(tile)
-        return tiles
-
-    def _plan(self, region: Rect | None) -> list[Rect | None]:
-        """Per layer, the output rectangle to compute (``None``: the whole map)."""
-        plan: list[Rect | None] = [None] * len(self._layers)
-        rect = region
-        for k in range(len(self._layers) - 1, -1, -1):
-            layer = self._layers[k][0]
-            size = layer.resolution
-            if rect is None or rect == (0, size, 0, size):
-                break
-            plan[k] = rect
-            rect = clip_rect(input_rect(rect, layer.up), size // layer.up)
-        return plan
 
     def _regions(self, boxes) -> list[Rect] | None:
         """Clipped, merged ``(r0, r1, c0, c1)`` regions; ``None`` when the full map is cheaper."""
