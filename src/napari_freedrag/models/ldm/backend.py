@@ -1,6 +1,6 @@
 """FreeDrag / DragDiffusion on a Stable Diffusion 1.x model, built on diffusers and peft.
 
-Pipeline (docs/algorithm.md, latent diffusion): the user's image is resized
+Pipeline (docs/ldm.md): the user's image is resized
 to the model's working size, VAE-encoded and DDIM-inverted to ``z_t``; the engine
 optimises ``z_t`` on the UNet's ``up_blocks[2]`` features; the result is sampled from
 ``[original z_t, edited z_t]`` with mutual self-attention and decoded.
