@@ -222,3 +222,27 @@ def test_unsupported_channel_counts_are_refused():
     generator = Generator(8, 0, 16, 8, 4, channel_base=64, channel_max=8)
     with pytest.raises(ModelError, match="4-channel"):
         StyleGAN2Backend(generator, "rgba", "cpu")
+
+
+def test_bfloat16_synthesis_stays_close_to_float32(small):
+    """The reduced-precision option (for GPUs) checked on the CPU: same image to the eye,
+    features within bfloat16's rounding, and a drag that still moves the handle."""
+    from napari_freedrag.engine.run import drag
+
+    reduced = StyleGAN2Backend(small.generator, "small-bf16", precision="bfloat16")
+    state = small.sample(4)
+    image = reduced.render(state.latent)
+    assert image.dtype == np.uint8
+    assert np.abs(image.astype(int) - state.image.astype(int)).mean() < 1
+    full = small.session(state, None, "freedrag").features(state.latent[:, :6])
+    low = reduced.session(state, None, "freedrag").features(state.latent[:, :6])
+    assert low.dtype == torch.float32 and not torch.equal(low, full)  # it did run reduced
+    assert torch.linalg.vector_norm(low - full) < 0.03 * torch.linalg.vector_norm(full)
+    result = drag(reduced, state, [[64, 64]], [[64, 80]], max_steps=6)
+    assert np.isfinite(result.trace[-1]["loss"]) and result.points[0, 1] > 64
+
+
+@pytest.mark.parametrize("precision", ["float16", "float8", None])
+def test_unsupported_precisions_are_refused(small, precision):
+    with pytest.raises(InputError, match="bfloat16"):
+        StyleGAN2Backend(small.generator, "x", precision=precision)

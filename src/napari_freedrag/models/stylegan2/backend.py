@@ -13,6 +13,7 @@ Speed comes from three exact shortcuts (none changes a computed number):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -34,6 +35,9 @@ FEATURE_RES = 128
 MERGE_MARGIN = 4
 #: Regions covering more than this fraction of the map are computed as the full map.
 FULL_MAP_FRACTION = 0.6
+#: Precisions the synthesis can run in (autocast: weights, latents and results stay float32).
+#: No float16: the mask term's per-element gradients (~1e-7) would underflow in it.
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def feature_resolution(img_resolution: int) -> int:
@@ -54,7 +58,13 @@ class StyleGAN2Backend:
         name: str,
         device: torch.device | str = "cpu",
         category: str | None = None,
+        precision: str = "float32",
     ):
+        if precision not in PRECISIONS:
+            raise InputError(
+                f"precision must be one of {', '.join(PRECISIONS)} (bfloat16 for a faster GPU "
+                f"run), got {precision!r}"
+            )
         if generator.img_channels not in (1, 3):
             raise ModelError(
                 f"{name}: {generator.img_channels}-channel StyleGAN2 models are not supported "
@@ -67,6 +77,14 @@ class StyleGAN2Backend:
         resolution = generator.img_resolution
         self.image_size = (resolution, resolution)
         self.feature_res = feature_resolution(resolution)
+        self.precision = precision
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The synthesis' convolutions and matrix products in ``precision`` (float32: as is)."""
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -110,10 +128,10 @@ class StyleGAN2Backend:
 
     def render(self, ws: torch.Tensor) -> np.ndarray:
         """The ``(H, W, 3)`` uint8 image of a full W+ latent (no gradient, channels-last)."""
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             ws = ws.to(self.device, torch.float32)
             img = run_blocks(self.generator.synthesis, ws, channels_last=True)[1]
-        return to_uint8_image(img)
+        return to_uint8_image(img.float())
 
     def session(self, start: StartState, mask: np.ndarray | None, method: str) -> StyleGAN2Session:
         if method not in METHODS:
@@ -174,9 +192,11 @@ class StyleGAN2Session:
         regions = None
         if boxes is not None and self._outside is None:
             regions = self._regions(boxes)
+        with self.backend.autocast():
+            tiles = self._path(latent, [None] if regions is None else regions)
+        tiles = [tile.float() for tile in tiles]
         if regions is None:
-            return self._path(latent, [None])[0][0]
-        tiles = self._path(latent, regions)
+            return tiles[0][0]
         # Zero-pad each tile to the full map and add: regions are disjoint, so the sum is
         # exact, and its backward only slices the gradient (no full-size copies).
         size = self._feature_res
