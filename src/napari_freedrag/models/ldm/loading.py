@@ -106,7 +106,7 @@ def load_ldm(
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from napari_freedrag.models.registry import resolve_device
+    from napari_freedrag.config import resolve_device
 
     spec = str(spec).removeprefix("ldm:")
     folder = resolve_model_folder(spec)
