@@ -229,7 +229,7 @@ def test_bfloat16_synthesis_stays_close_to_float32(small):
     features within bfloat16's rounding, and a drag that still moves the handle."""
     from napari_freedrag.engine.run import drag
 
-    reduced = StyleGAN2Backend(small.generator, "small-bf16", precision="bfloat16")
+    reduced = StyleGAN2Backend(small.generator, small.name, precision="bfloat16")
     state = small.sample(4)
     image = reduced.render(state.latent)
     assert image.dtype == np.uint8
