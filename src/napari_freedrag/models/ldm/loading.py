@@ -99,7 +99,7 @@ def load_ldm(
 ) -> LDMBackend:
     """Load a Stable Diffusion 1.x diffusers folder (or cached HF id) without any network.
 
-    ``num_inference_steps`` and ``inversion_strength`` are the DDIM settings (spec: 50 and
+    ``num_inference_steps`` and ``inversion_strength`` are the DDIM settings (published: 50 and
     0.7, so ``z_t`` sits at t = 681); ``cpu_offload`` keeps each component on the CPU until
     it runs (small GPUs).
     """

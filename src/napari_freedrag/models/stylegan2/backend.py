@@ -41,7 +41,7 @@ PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def feature_resolution(img_resolution: int) -> int:
-    """The synthesis block whose raw output serves as the drag features (spec §6)."""
+    """The synthesis block whose raw output serves as the drag features (docs/algorithm.md §6)."""
     if img_resolution >= 2 * FEATURE_RES:
         return FEATURE_RES
     return max(img_resolution // 2, 4)
@@ -218,7 +218,7 @@ class StyleGAN2Session:
         return out[0]
 
     def mask_term(self, latent: torch.Tensor, features: torch.Tensor) -> torch.Tensor | None:
-        """Mean ``|F - F0|`` over feature entries outside the editable region (spec §5)."""
+        """Mean ``|F - F0|`` over feature entries outside the editable region (algorithm §5)."""
         if self._outside is None:
             return None
         return (features - self._initial_features).abs()[:, self._outside].mean()
