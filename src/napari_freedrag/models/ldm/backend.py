@@ -119,7 +119,7 @@ class LDMBackend:
         """``(H, W, 3)`` uint8 of one latent, resized to ``size``."""
         with self.autocast():
             pixels = self.vae.decode(latents / self.vae.config.scaling_factor).sample
-        image = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().byte()
+        image = imaging.model_pixels_to_uint8(pixels[0])
         return imaging.resize_rgb(image.permute(1, 2, 0).cpu().numpy(), size)
 
     def use_lora(self, adapter: str | None) -> None:
