@@ -852,9 +852,11 @@ class ModeSession:
     def features(self, latent, boxes=None):
         features = self._inner.features(latent, None)
         if self._mode == "full-synthesis":
+            from napari_freedrag.models.stylegan2.partial import run_blocks
+
             synthesis = self._backend.generator.synthesis
             ws = torch.cat([latent, self._start_ws[:, latent.shape[1] :]], dim=1)
-            synthesis.run(ws, after=self._backend.feature_res, x=features[None])
+            run_blocks(synthesis, ws, after=self._backend.feature_res, x=features[None])
         return features
 
     def mask_term(self, latent, features):

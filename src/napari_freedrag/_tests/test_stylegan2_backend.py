@@ -12,6 +12,7 @@ from napari_freedrag.engine.protocol import Backend, DragSession
 from napari_freedrag.errors import InputError, ModelError
 from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
 from napari_freedrag.models.stylegan2.network import Generator
+from napari_freedrag.models.stylegan2.partial import run_blocks
 
 
 def fixture_backend(shared_fixtures, name):
@@ -127,7 +128,7 @@ def test_gradients_match_the_plain_network(small):
     (features[:, 10:20, 10:20] ** 2).mean().backward()
     latent = state.latent[:, :6].clone().requires_grad_(True)
     ws = torch.cat([latent, state.latent[:, 6:]], dim=1)
-    x, _ = small.generator.synthesis.run(ws, until=64, with_img=False)
+    x, _ = run_blocks(small.generator.synthesis, ws, until=64, with_img=False)
     assert (x[0] - features).abs().max() < 1e-5
     (x[0, :, 10:20, 10:20] ** 2).mean().backward()
     assert torch.allclose(session.latent.grad, latent.grad, rtol=1e-4, atol=1e-8)
@@ -221,3 +222,27 @@ def test_unsupported_channel_counts_are_refused():
     generator = Generator(8, 0, 16, 8, 4, channel_base=64, channel_max=8)
     with pytest.raises(ModelError, match="4-channel"):
         StyleGAN2Backend(generator, "rgba", "cpu")
+
+
+def test_bfloat16_synthesis_stays_close_to_float32(small):
+    """The reduced-precision option (for GPUs) checked on the CPU: same image to the eye,
+    features within bfloat16's rounding, and a drag that still moves the handle."""
+    from napari_freedrag.engine.run import drag
+
+    reduced = StyleGAN2Backend(small.generator, small.name, precision="bfloat16")
+    state = small.sample(4)
+    image = reduced.render(state.latent)
+    assert image.dtype == np.uint8
+    assert np.abs(image.astype(int) - state.image.astype(int)).mean() < 1
+    full = small.session(state, None, "freedrag").features(state.latent[:, :6])
+    low = reduced.session(state, None, "freedrag").features(state.latent[:, :6])
+    assert low.dtype == torch.float32 and not torch.equal(low, full)  # it did run reduced
+    assert torch.linalg.vector_norm(low - full) < 0.03 * torch.linalg.vector_norm(full)
+    result = drag(reduced, state, [[64, 64]], [[64, 80]], max_steps=6)
+    assert np.isfinite(result.trace[-1]["loss"]) and result.points[0, 1] > 64
+
+
+@pytest.mark.parametrize("precision", ["float16", "float8", None])
+def test_unsupported_precisions_are_refused(small, precision):
+    with pytest.raises(InputError, match="bfloat16"):
+        StyleGAN2Backend(small.generator, "x", precision=precision)
