@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 import napari_freedrag as nfd
-from napari_freedrag.models.cells.quality import segment_cells
+from napari_freedrag.cellseg import segment_cells
 
 
 def regions_and_labels(image):

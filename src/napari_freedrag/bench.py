@@ -304,7 +304,7 @@ class Cell:
 
 def segment(image: np.ndarray) -> list[Cell]:
     """The cells in an ``(H, W, 3)`` uint8 image (the cells quality check's segmentation)."""
-    from napari_freedrag.models.cells.quality import segment_cells
+    from napari_freedrag.cellseg import segment_cells
 
     cells = []
     for region in segment_cells(image):

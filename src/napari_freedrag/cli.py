@@ -19,7 +19,7 @@ PROG = "napari-freedrag"
 #: Subcommands whose options belong to another module: the rest of argv is passed on.
 PASSTHROUGH = {
     "bench": ("napari_freedrag.bench", "speed and accuracy, FreeDrag vs DragGAN"),
-    "train-cells": ("napari_freedrag.models.cells.train", "train the bundled cells StyleGAN2"),
+    "train-cells": ("napari_freedrag.training.cells.train", "train the bundled cells StyleGAN2"),
 }
 EXIT_USAGE = 2
 

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 from skimage.measure import regionprops
 
-from napari_freedrag.models.cells.dataset import (
+from napari_freedrag.training.cells.dataset import (
     MAX_CELLS,
     MIN_CELLS,
     cached_images,
     make_cell_image,
     make_images,
 )
-from napari_freedrag.models.cells.quality import compare, measure_images, segment_cells
+from napari_freedrag.cellseg import segment_cells
+from napari_freedrag.training.cells.quality import compare, measure_images
 
 SEEDS = range(12)
 

@@ -11,10 +11,9 @@ demodulated convolutions are linear in their input and their weights are normali
 leaky ReLU is positively homogeneous, so multiplying the constant input, every layer's
 bias and noise strength by ``c`` multiplies every feature map by ``c``; dividing the
 toRGB weights by ``c`` then leaves the image unchanged (to float rounding). At export we
-pick ``c`` so that, at segmented cell centroids, a patch moved by
-``SHIFT_FEATURE_PX`` feature pixels differs from the original by ``TARGET_DISCREPANCY``
-(the preset's ``l``): a sub-motion of the preset's size then means what it means on the
-published models.
+pick ``c`` so that, at segmented cell centroids, a patch (the preset's) moved by
+``SHIFT_FEATURE_PX`` feature pixels differs from the original by the preset's ``l``: a
+sub-motion of the preset's size then means what it means on the published models.
 """
 
 from __future__ import annotations
@@ -22,13 +21,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from napari_freedrag.cellseg import segment_cells
 from napari_freedrag.engine.patches import discrepancy, patch_features, patch_offsets
-from napari_freedrag.models.cells.quality import segment_cells
 from napari_freedrag.models.stylegan2.network import SynthesisLayer, ToRGBLayer
 
-TARGET_DISCREPANCY = 0.3
 SHIFT_FEATURE_PX = 2.0
-PATCH_RADIUS_PX = 3.0  # the StyleGAN2 preset's patch: 3x3 samples spanning +-3 image px
 
 
 @torch.no_grad()
@@ -52,13 +49,16 @@ def shift_discrepancy(G, count: int = 16, shift: float = SHIFT_FEATURE_PX) -> fl
     from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
 
     backend = StyleGAN2Backend(G, "calibration", "cpu")
+    params = backend.preset("freedrag")
     values = []
     for seed in range(count):
         start = backend.sample(seed)
         session = backend.session(start, None, "freedrag")
         features = session.features(session.latent).double()
         scale = torch.tensor(session.feature_scale, dtype=torch.float64)
-        offsets = patch_offsets(3, tuple((PATCH_RADIUS_PX * scale).tolist()))
+        unit = scale if params.patch_units == "image" else torch.ones(2, dtype=torch.float64)
+        radius = params.patch_radius * unit
+        offsets = patch_offsets(params.patch_grid, tuple(radius.tolist()))
         centres = [region.centroid for region in segment_cells(start.image)]
         if not centres:  # an untrained model draws no cells: measure on a coarse grid
             size = np.asarray(start.image.shape[:2])
@@ -72,8 +72,16 @@ def shift_discrepancy(G, count: int = 16, shift: float = SHIFT_FEATURE_PX) -> fl
     return float(np.median(values))
 
 
-def calibrate(G, target: float = TARGET_DISCREPANCY, count: int = 16) -> float:
-    """Rescale ``G`` in place so that :func:`shift_discrepancy` is ``target``; returns c."""
-    c = target / shift_discrepancy(G, count)
+def preset_l(G) -> float:
+    """FreeDrag's ``l`` in the preset a backend of ``G`` drags with: the calibration target."""
+    from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
+
+    return float(StyleGAN2Backend(G, "calibration", "cpu").preset("freedrag").l)
+
+
+def calibrate(G, target: float | None = None, count: int = 16) -> float:
+    """Rescale ``G`` in place so that :func:`shift_discrepancy` is ``target`` (default: the
+    preset's ``l``); returns c."""
+    c = (preset_l(G) if target is None else target) / shift_discrepancy(G, count)
     rescale_activations(G, c)
     return c
