@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from skimage.measure import regionprops
 
+from napari_freedrag.cellseg import segment_cells
 from napari_freedrag.training.cells.dataset import (
     MAX_CELLS,
     MIN_CELLS,
@@ -13,7 +14,6 @@ from napari_freedrag.training.cells.dataset import (
     make_cell_image,
     make_images,
 )
-from napari_freedrag.cellseg import segment_cells
 from napari_freedrag.training.cells.quality import compare, measure_images
 
 SEEDS = range(12)
@@ -49,8 +49,10 @@ def test_seeds_reproduce_and_differ():
 
 
 def test_segmentation_counts_the_true_cells():
-    agree = sum(len(segment_cells(make_cell_image(s).image)) == len(make_cell_image(s).cells)
-                for s in range(40))
+    agree = sum(
+        len(segment_cells(make_cell_image(s).image)) == len(make_cell_image(s).cells)
+        for s in range(40)
+    )
     assert agree >= 38
 
 

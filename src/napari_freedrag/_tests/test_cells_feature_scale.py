@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from napari_freedrag.testing import generator_config, random_generator
 from napari_freedrag.training.cells.feature_scale import (
     calibrate,
     preset_l,
     rescale_activations,
     shift_discrepancy,
 )
-from napari_freedrag.testing import generator_config, random_generator
 
 
 def tiny_generator():

@@ -8,20 +8,29 @@ import numpy as np
 import pytest
 import torch
 
+from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
 from napari_freedrag.training.cells import state as cells_state
 from napari_freedrag.training.cells import train as cells_train
 from napari_freedrag.training.cells.dataset import make_images
-from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
 
-TINY = {"resolution": 16, "z_dim": 16, "w_dim": 16, "channel_base": 128, "channel_max": 32,
-        "batch": 4, "dataset_size": 8}
-TINY_ARGS = [arg for key, value in TINY.items()
-             for arg in (f"--{key.replace('_', '-')}", str(value))]
+TINY = {
+    "resolution": 16,
+    "z_dim": 16,
+    "w_dim": 16,
+    "channel_base": 128,
+    "channel_max": 32,
+    "batch": 4,
+    "dataset_size": 8,
+}
+TINY_ARGS = [
+    arg for key, value in TINY.items() for arg in (f"--{key.replace('_', '-')}", str(value))
+]
 
 
 def test_every_loss_and_regulariser_runs_and_stays_finite():
-    cfg = cells_state.TrainConfig(**TINY, r1_interval=1, style_mixing=1.0, pl_weight=2.0,
-                                  pl_interval=1)
+    cfg = cells_state.TrainConfig(
+        **TINY, r1_interval=1, style_mixing=1.0, pl_weight=2.0, pl_interval=1
+    )
     state = cells_state.build_state(cfg, torch.device("cpu"))
     g_before = [p.detach().clone() for p in state.G.parameters()]
     ema_before = [p.detach().clone() for p in state.G_ema.parameters()]
@@ -36,10 +45,13 @@ def test_every_loss_and_regulariser_runs_and_stays_finite():
     changed = [not torch.equal(a, b) for a, b in zip(g_before, state.G.parameters(), strict=True)]
     assert sum(changed) > len(changed) // 2, "the generator must learn"
     # The EMA follows G, but lags behind it.
-    ema_moved = any(not torch.equal(a, b)
-                    for a, b in zip(ema_before, state.G_ema.parameters(), strict=True))
-    ema_lags = any(not torch.equal(a, b)
-                   for a, b in zip(state.G.parameters(), state.G_ema.parameters(), strict=True))
+    ema_moved = any(
+        not torch.equal(a, b) for a, b in zip(ema_before, state.G_ema.parameters(), strict=True)
+    )
+    ema_lags = any(
+        not torch.equal(a, b)
+        for a, b in zip(state.G.parameters(), state.G_ema.parameters(), strict=True)
+    )
     assert ema_moved and ema_lags
 
 
@@ -50,8 +62,10 @@ def test_cli_snapshots_exports_and_resumes(tmp_path, capsys):
     first = torch.load(snapshot, weights_only=True)
     assert (first["iteration"], first["nimg"]) == (2, 8)
 
-    assert cells_train.main(["--out", str(tmp_path), "--kimg", "0.016",
-                             "--resume", str(snapshot)]) == 0
+    assert (
+        cells_train.main(["--out", str(tmp_path), "--kimg", "0.016", "--resume", str(snapshot)])
+        == 0
+    )
     assert "resumed at iteration 2" in capsys.readouterr().out
     second = torch.load(snapshot, weights_only=True)
     assert (second["iteration"], second["nimg"]) == (4, 16)
