@@ -154,3 +154,21 @@ def test_init_from_refuses_another_architecture(tmp_path):
     other = cells_state.TrainConfig(**{**TINY, "w_dim": 32})
     with pytest.raises(InputError, match="another architecture"):
         cells_state.state_from_export(other, tmp_path / "cells.safetensors", torch.device("cpu"))
+
+
+def test_a_compact_snapshot_resumes_without_the_optimiser_moments(tmp_path, capsys):
+    compact = tmp_path / "kept" / "compact.pt"
+    run = ["--out", str(tmp_path), "--kimg", "0.008", "--compact-out", str(compact)]
+    assert cells_train.main([*run, *TINY_ARGS]) == 0
+    full = torch.load(tmp_path / "snapshot.pt", weights_only=True)
+    small = torch.load(compact, weights_only=True)
+    assert "opt_G" in full and "opt_G" not in small
+    assert compact.stat().st_size < (tmp_path / "snapshot.pt").stat().st_size
+    for name in ("G", "D", "G_ema"):
+        for key, tensor in full[name].items():
+            torch.testing.assert_close(small[name][key], tensor)
+    assert (
+        cells_train.main(["--out", str(tmp_path), "--kimg", "0.016", "--resume", str(compact)]) == 0
+    )
+    assert "resumed at iteration 2" in capsys.readouterr().out
+    assert torch.load(tmp_path / "snapshot.pt", weights_only=True)["nimg"] == 16

@@ -107,8 +107,10 @@ def set_w_avg(G, count: int = 4096, seed: int = 123) -> None:
     G.mapping.w_avg.copy_(G.mapping(z, None)[:, 0].mean(dim=0))
 
 
-def save_snapshot(state: TrainState, path: Path) -> None:
-    """Everything needed to resume, written atomically."""
+def save_snapshot(state: TrainState, path: Path, compact: bool = False) -> None:
+    """Everything needed to resume, written atomically. ``compact`` leaves out the Adam
+    moments (half the file; a resume re-estimates them within ~100 iterations), for a
+    snapshot small enough to commit."""
     payload = {
         "config": asdict(state.config),
         "G": state.G.state_dict(),
@@ -122,6 +124,10 @@ def save_snapshot(state: TrainState, path: Path) -> None:
         "seconds": state.seconds,
         "torch_rng": torch.get_rng_state(),
     }
+    if compact:
+        del payload["opt_G"], payload["opt_D"]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -131,7 +137,8 @@ def load_snapshot(path: Path, device: torch.device) -> TrainState:
     payload = torch.load(path, map_location=device, weights_only=True)
     state = build_state(TrainConfig(**payload["config"]), device)
     for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
-        getattr(state, name).load_state_dict(payload[name])
+        if name in payload:  # a compact snapshot has no optimiser moments
+            getattr(state, name).load_state_dict(payload[name])
     state.iteration, state.nimg = payload["iteration"], payload["nimg"]
     state.pl_mean, state.seconds = payload["pl_mean"], payload["seconds"]
     torch.set_rng_state(payload["torch_rng"])

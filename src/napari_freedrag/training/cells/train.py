@@ -266,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         help="start G from this exported .safetensors, with a new D",
     )
     parser.add_argument(
+        "--compact-out",
+        type=Path,
+        default=None,
+        help="at the end, also write a compact snapshot (no optimiser moments) here",
+    )
+    parser.add_argument(
         "--d-warmup",
         type=int,
         default=0,
@@ -330,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         minutes=args.minutes,
         snapshot_minutes=args.snapshot_minutes,
     )
+    if args.compact_out is not None:
+        save_snapshot(state, args.compact_out, compact=True)
     return 0
 
 
