@@ -30,8 +30,9 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
         return 0
     from napari_freedrag.bench.config import full_config, quick_config
     from napari_freedrag.bench.report import run_benchmark
-    from napari_freedrag.io import write_report
+    from napari_freedrag.io import check_output_path, write_report
 
+    check_output_path(args.out, "--out", (".json",))  # before minutes of work, not after
     model = getattr(args, "model", "cells")
     config = quick_config(model) if args.quick else full_config(model)
     config.device = getattr(args, "device", "auto")

@@ -13,7 +13,6 @@ back if the worker fails.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ import numpy as np
 from psygnal import Signal
 
 from napari_freedrag.errors import FreeDragError, InputError, ModelError
+from napari_freedrag.io import jsonable
 from napari_freedrag.napari import layers as L
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ class DragController:
                 "truncation": None if source is not None else float(truncation),
                 "source": None if source is None else source.name,
                 "instruction": None,
-                **_plain({"info": state.info}),
+                **jsonable({"info": state.info}),
             }
             record = L.EditRecord(state, backend)
             self.layers.start_stack(first, entry, record, geometry, form)
@@ -305,7 +305,7 @@ class DragController:
             "working": np.array(self.layers.working.data, copy=True),
         }
         job.started = time.perf_counter()
-        total = job.max_steps or _preset_value(job.record, job.method, "max_steps")
+        total = job.steps.settings.max_steps  # the run's resolved preset (computed once)
         job.progress = progress(total=total, desc=f"FreeDrag ({job.method})")
 
     def _on_step(self, job: _Job, step) -> None:
@@ -474,14 +474,6 @@ def check_points(handles, targets, image_size) -> tuple[np.ndarray, np.ndarray]:
     return handles, targets
 
 
-def _preset_value(record, method, name, default=300):
-    try:
-        preset = record.backend.preset(method, tuple(record.state.image_size))
-        return int(getattr(preset, name))
-    except (AttributeError, TypeError, ValueError, FreeDragError):
-        return default
-
-
 def start_image(backend, state) -> np.ndarray:
     """The starting image as uint8 RGB (rendered when the state carries none)."""
     if state.image is not None:
@@ -492,7 +484,7 @@ def start_image(backend, state) -> np.ndarray:
 
 def _edit_entry(job: _Job, result) -> dict[str, Any]:
     """JSON-able provenance of one finished edit, stored in the layer metadata."""
-    report = _plain(dict(getattr(result, "report", None) or {}))
+    report = jsonable(dict(getattr(result, "report", None) or {}))
     mask_pixels = None if job.mask is None else int(job.mask.sum())
     instruction = {
         "handles": job.handles.tolist(),
@@ -511,24 +503,10 @@ def _edit_entry(job: _Job, result) -> dict[str, Any]:
         "steps": int(result.steps),
         "converged": bool(result.converged),
         "stopped": bool(result.stopped),
-        "parameters": report.get("parameters", _plain(getattr(result, "params", {}))),
+        "parameters": report.get("parameters", jsonable(getattr(result, "params", {}))),
         "instruction": instruction,
     }
     return entry
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as plain JSON types (dataclasses, numpy and tensors converted)."""
-    import dataclasses
-
-    def default(obj):
-        if dataclasses.is_dataclass(obj):
-            return dataclasses.asdict(obj)
-        if hasattr(obj, "tolist"):
-            return obj.tolist()
-        return str(obj)
-
-    return json.loads(json.dumps(value, default=default))
 
 
 def one_line(exc: BaseException) -> str:

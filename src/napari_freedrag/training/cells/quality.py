@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_freedrag.cellseg import segment_cells
+from napari_freedrag.imaging import model_pixels_to_uint8
 
 MEASURES = ("cells_per_image", "area", "eccentricity", "mean_red", "mean_green", "mean_blue")
 
@@ -75,8 +76,6 @@ def generate_images(G, count: int, seed: int = 0, truncation: float = 1.0, batch
     converted to uint8 as the StyleGAN2 backend shows them."""
     import torch
 
-    from napari_freedrag.models.stylegan2.network import to_uint8_image
-
     out = []
     with torch.no_grad():
         for first in range(seed, seed + count, batch):
@@ -89,8 +88,8 @@ def generate_images(G, count: int, seed: int = 0, truncation: float = 1.0, batch
                 .to(G.mapping.w_avg.device)
             )
             img = G.synthesis(G.mapping(z, None, truncation_psi=truncation), noise_mode="const")
-            out.extend(to_uint8_image(img[i : i + 1]) for i in range(len(img)))
-    return np.stack(out)
+            out.append(model_pixels_to_uint8(img).permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(out)
 
 
 def tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
