@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -27,11 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def _peak_memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+from napari_freedrag.bench.memory import peak_memory_gib, reset_peak
 
 
 def _sync(device: torch.device) -> None:
@@ -62,8 +57,7 @@ def bench_pipeline(args) -> dict:
         lambda: load_ldm(model, args.device, cpu_offload=args.cpu_offload),
     )
     device = gen.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak(device)
     size = gen.native_size
     rows, cols = np.mgrid[:size, :size]
     image = 255 * np.exp(-((rows - size / 2) ** 2 + (cols - size / 2) ** 2) / (size**2 / 20))
@@ -91,7 +85,7 @@ def bench_pipeline(args) -> dict:
                 "optimiser_s_per_step": float(np.median(between[:-1])) if len(times) > 1 else None,
                 "last_step_with_render_s": float(between[-1]),
             }
-    result["peak_memory_mib"] = _peak_memory_mib(device)
+    result["peak_memory_mib"] = peak_memory_gib(device) * 1024
     return result
 
 
@@ -139,7 +133,7 @@ def bench_sd15_unet(args) -> dict:
         key = "drag_step" if drag_step else "full_unet_forward_backward"
         result[f"{key}_s"] = float(np.median(times))
     result["drag_step_over_full"] = result["drag_step_s"] / result["full_unet_forward_backward_s"]
-    result["peak_memory_mib"] = _peak_memory_mib(device)
+    result["peak_memory_mib"] = peak_memory_gib(device) * 1024
     return result
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -42,23 +41,16 @@ EDIT_MODES = ("edit", "edit-mask")
 
 
 def build_backend(resolution: int):
-    import torch
+    from napari_freedrag.testing import STANDARD, generator_config, random_backend
 
-    from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
-    from napari_freedrag.models.stylegan2.network import Generator
-
-    torch.manual_seed(0)
-    generator = Generator(
-        512, 0, 512, resolution, 3, mapping_kwargs={"num_layers": 8},
-        channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256,
-    )  # fmt: skip
-    return StyleGAN2Backend(generator, f"random-{resolution}", "cpu")
+    return random_backend(generator_config(resolution, **STANDARD), f"random-{resolution}")
 
 
 def worker(resolution: int, mode: str, steps: int, warmup: int) -> dict:
     """Time ``steps`` optimisation steps in this process; report peak RSS."""
     import torch
 
+    from napari_freedrag.bench.memory import peak_memory_gib
     from napari_freedrag.engine.patches import (
         box_around,
         discrepancy,
@@ -101,7 +93,7 @@ def worker(resolution: int, mode: str, steps: int, warmup: int) -> dict:
     start = time.perf_counter()
     session.render(latent)
     render_s = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_gib = peak_memory_gib("cpu")
     return {
         "resolution": resolution,
         "mode": mode,
@@ -111,7 +103,7 @@ def worker(resolution: int, mode: str, steps: int, warmup: int) -> dict:
         "s_per_step_min": min(times),
         "cpu_s_per_step_median": statistics.median(cpu_times),
         "render_s": render_s,
-        "peak_rss_gib": peak_kib / 2**20,
+        "peak_rss_gib": peak_gib,
         "box": boxes[0],
     }
 
@@ -121,6 +113,7 @@ def edit_worker(resolution: int, mode: str, steps: int) -> dict:
     import numpy as np
     import torch
 
+    from napari_freedrag.bench.memory import peak_memory_gib
     from napari_freedrag.engine.run import drag_steps
 
     backend = build_backend(resolution)
@@ -154,7 +147,7 @@ def edit_worker(resolution: int, mode: str, steps: int) -> dict:
         "frame_step_s": statistics.median(r[0] for r in framed) if framed else None,
         "plain_step_cpu_s": statistics.median(r[1] for r in plain) if plain else None,
         "frame_step_cpu_s": statistics.median(r[1] for r in framed) if framed else None,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": peak_memory_gib("cpu"),
     }
 
 

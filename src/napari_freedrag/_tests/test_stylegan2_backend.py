@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_freedrag import testing
 from napari_freedrag._tests.stylegan2_fixtures import TOLERANCE, load_fixture, rel_l2
 from napari_freedrag.engine.presets import FreeDragParams
 from napari_freedrag.engine.protocol import Backend, DragSession
@@ -22,16 +23,11 @@ def fixture_backend(shared_fixtures, name):
 
 def random_backend(resolution=128, img_channels=3, seed=0):
     """A small random generator whose every tensor matters (non-zero biases and noise)."""
-    torch.manual_seed(seed)
-    generator = Generator(
-        16, 0, 32, resolution, img_channels, mapping_kwargs={"num_layers": 2},
-        channel_base=512, channel_max=16, conv_clamp=256,
+    config = testing.generator_config(
+        resolution, z_dim=16, w_dim=32, mapping_layers=2, channel_base=512, channel_max=16,
+        img_channels=img_channels, conv_clamp=256,
     )  # fmt: skip
-    for name, tensor in generator.named_parameters():
-        if name.endswith("bias") or name.endswith("noise_strength"):
-            tensor.data.normal_(0, 0.3)
-    generator.mapping.w_avg.normal_()
-    return StyleGAN2Backend(generator, "random", "cpu")
+    return testing.random_backend(config, seed=seed, perturb=0.3)
 
 
 @pytest.fixture(scope="module")
