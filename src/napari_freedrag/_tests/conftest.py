@@ -15,7 +15,6 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
-
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
     """NVIDIA's reference generators, committed under ``_tests/data`` (see its README).
@@ -43,3 +42,19 @@ def tiny_ldm_folder(tmp_path_factory):
     from napari_freedrag._tests.ldm_tiny import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("ldm") / "tiny-sd")
+
+
+@pytest.fixture(scope="module")
+def gen():
+    """The analytic backend; a module testing another backend defines its own ``gen``."""
+    from napari_freedrag.models.analytic import AnalyticBackend
+
+    return AnalyticBackend()
+
+
+@pytest.fixture(scope="module")
+def start(gen):
+    """The three-blob start state of :data:`analytic_scene.BLOB_CENTRES` on ``gen``."""
+    from napari_freedrag._tests.analytic_scene import BLOB_CENTRES
+
+    return gen.from_centres(BLOB_CENTRES)
