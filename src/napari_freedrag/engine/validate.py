@@ -101,6 +101,17 @@ def _check_count(handles: int, targets: int) -> None:
         )
 
 
+def check_mask_shape(mask: Any, size: tuple[int, int]) -> np.ndarray:
+    """``mask`` as an array, refused unless it has the image's shape (engine and backends)."""
+    array = np.asarray(mask)
+    if array.shape != tuple(size):
+        raise InputError(
+            f"mask shape {array.shape} does not match the image size {tuple(size)}; "
+            "paint the mask on the image being edited"
+        )
+    return array
+
+
 def check_mask(mask: Any, size: tuple[int, int]) -> np.ndarray | None:
     """A float32 mask of the image's shape, or ``None`` when it restricts nothing.
 
@@ -111,12 +122,7 @@ def check_mask(mask: Any, size: tuple[int, int]) -> np.ndarray | None:
         return None
     if isinstance(mask, torch.Tensor):
         mask = mask.detach().cpu().numpy()
-    array = np.asarray(mask)
-    if array.shape != tuple(size):
-        raise InputError(
-            f"mask shape {array.shape} does not match the image size {tuple(size)}; "
-            "paint the mask on the image being edited"
-        )
+    array = check_mask_shape(mask, size)
     if array.dtype == bool or np.issubdtype(array.dtype, np.integer):
         values = (array != 0).astype(np.float32)  # label images: any label = may change
     else:
