@@ -130,6 +130,34 @@ class DragController:
         """Ask the running drag to stop after its current step (the engine honours it)."""
         self._stop.set()
 
+    # ----------------------------------------------------------------- history
+    def undo(self) -> int | None:
+        """Show the edit the selected one was made from; nothing is deleted.  Its index."""
+        entries = self._history()
+        parent = entries[self.layers.selected_slice()].get("parent") if entries else None
+        return self._go_to(parent, "nothing to undo: this is the starting image")
+
+    def redo(self) -> int | None:
+        """Show the latest edit made from the selected one (what Undo came back from)."""
+        current = self.layers.selected_slice()
+        children = [e["slice"] for e in self._history() if e.get("parent") == current]
+        return self._go_to(max(children, default=None), "nothing to redo from this edit")
+
+    def _history(self) -> list[dict]:
+        self._refuse_if_busy()
+        edits = self.layers.edits
+        return list(edits.metadata.get("edits", [])) if edits is not None else []
+
+    def _go_to(self, index: int | None, nothing: str) -> int | None:
+        if index is None:
+            self.status.emit(nothing)
+            return None
+        self.layers.select_slice(index)
+        entry = self._history()[index]
+        label = entry.get("method") if entry.get("instruction") else "starting image"
+        self.status.emit(f"showing edit {index} ({label}); Run continues from it")
+        return index
+
     # ------------------------------------------------------------------ models
     def backend_for(self, model: str, device: str = "auto"):
         """The backend for a MODEL string, loaded once per (model, device)."""
