@@ -256,3 +256,7 @@ def test_save_movie_writes_the_preview_frames_at_the_chosen_rate(ready, qtbot, t
     assert len(frames) == len(w.controller.layers.get(L.FRAMES).data) >= 2
     assert iio.immeta(path, index=0)["duration"] == pytest.approx(250, abs=10)
     assert "saved movie" in w.status.value
+    w.movie_path.value = tmp_path / "run.mp4"  # imageio-ffmpeg (the 'movie' extra)
+    mp4 = w.save_movie()
+    assert mp4 is not None and len(iio.imread(mp4, index=None)) == len(frames)
+    assert iio.immeta(mp4, plugin="FFMPEG")["fps"] == pytest.approx(4)

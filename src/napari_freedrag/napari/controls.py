@@ -33,6 +33,27 @@ def collapse(container: Container, title: str):
     return collapsible
 
 
+def scroll(container: Container) -> None:
+    """Put ``container`` in a vertical scroll area at the same place.
+
+    napari docks a magicgui widget's inner QWidget (not magicgui's own scroll area), so
+    without this a tall dock would force the whole window taller than the screen.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea
+
+    native = container.native
+    parent_layout = native.parentWidget().layout()
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    parent_layout.insertWidget(parent_layout.indexOf(native), area)
+    area.setWidget(native)
+    bar = area.verticalScrollBar().sizeHint().width()
+    area.setMinimumWidth(native.minimumSizeHint().width() + bar)
+
+
 def available_devices() -> list[str]:
     """``auto`` plus the devices this machine has: cpu, cuda:N, mps."""
     import torch

@@ -32,6 +32,7 @@ from napari_freedrag.napari.controls import (
     available_devices,
     collapse,
     model_choices,
+    scroll,
     wrap,
 )
 from napari_freedrag.napari.keybindings import bind_shortcuts
@@ -108,8 +109,9 @@ class FreeDragWidget(RememberedFields, Container):
             self.l, self.d, self.lr, self.mask_weight, self.preview_every, self.keep_frames,
             self.restore_button,
         )  # fmt: skip
-        self.extend(
-            [
+        body = Container(
+            labels=False,
+            widgets=[
                 self.guide,
                 box(self.model, self.model_path, self.device, self.seed, self.truncation,
                     self.source, self.prompt, self.lora_steps),
@@ -121,12 +123,13 @@ class FreeDragWidget(RememberedFields, Container):
                 self.advanced,
                 box(self.save_path, self.movie_path, self.fps),
                 row(self.save_button, self.movie_button),
-                self.status,
-            ]
+            ],
         )  # fmt: skip
+        self.extend([body, self.status])
         self._collapsible = collapse(self.advanced, "Advanced")
         for label in (self.guide, self.status):
             wrap(label)
+        scroll(body)  # a short screen scrolls the controls; the status stays in view
         for name in (*REMEMBERED, *PRESET_FIELDS, "source", *_BUTTONS):
             getattr(self, name).tooltip = tip(name)
         self._defaults = {name: getattr(self, name).value for name in REMEMBERED}
@@ -160,7 +163,17 @@ class FreeDragWidget(RememberedFields, Container):
         self.controller.busy.connect(self._on_busy)
         self.controller.image_ready.connect(self._on_image_ready)
         # napari itself calls reset_choices (the source list) when layers change; the
-        # controller's signals hold this widget weakly, so a closed widget just goes away.
+        # controller's signals hold this widget weakly, so a closed widget just goes away,
+        # and one whose Qt side is gone hears nothing more.
+        self.native.destroyed.connect(self._disconnect)
+
+    def _disconnect(self, _obj=None):
+        for signal, slot in (
+            (self.controller.status, self._set_status),
+            (self.controller.busy, self._on_busy),
+            (self.controller.image_ready, self._on_image_ready),
+        ):
+            signal.disconnect(slot)
 
     # ---------------------------------------------------------------- actions
     def model_spec(self) -> str:
@@ -185,7 +198,7 @@ class FreeDragWidget(RememberedFields, Container):
     def new_image(self):
         """Load the model (once) and show a fresh image from the seed or the source layer."""
         source = None if self.source.value in (None, NO_SOURCE) else self.source.value
-        if not self.source.visible:
+        if not self._is_diffusion():
             source = None
         return self._guarded(
             self.controller.new_image,
