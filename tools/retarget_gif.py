@@ -19,6 +19,33 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Seconds per feature computation: the analytic model paced like a real model on a CPU,
+#: so that the screen (one screenshot a step) keeps up with the run.
+PACE_S = 0.15
+#: Where the blobs start (image pixels): one to drag, one that should stay.
+LAYOUT = ((40.0, 30.0), (70.0, 72.0))
+
+
+def paced_backend():
+    """The analytic model with a clean start layout and a real model's pace."""
+    from napari_freedrag.models.analytic import AnalyticBackend
+
+    class Paced(AnalyticBackend):
+        def sample(self, seed, truncation=0.7):
+            return self.from_centres(LAYOUT)
+
+        def session(self, start, mask, method):
+            session = super().session(start, mask, method)
+            features = session.features
+
+            def paced(latent, boxes=None):
+                time.sleep(PACE_S)
+                return features(latent, boxes)
+
+            session.features = paced
+            return session
+
+    return Paced(size=96, n_blobs=2, sigma=6.0)
 
 
 def main(argv=None) -> int:
@@ -34,13 +61,12 @@ def main(argv=None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_freedrag.models.analytic import AnalyticBackend
     from napari_freedrag.napari import layers as L
     from napari_freedrag.napari.widget import FreeDragWidget
 
-    backend = AnalyticBackend(size=96, n_blobs=2, sigma=6.0)
+    backend = paced_backend()
     viewer = napari.Viewer(title="FreeDrag: live re-targeting", show=True)
-    viewer.window._qt_window.resize(1000, 700)
+    viewer.window._qt_window.resize(1300, 640)
     widget = FreeDragWidget(viewer, backend=backend)
     viewer.window.add_dock_widget(widget, name="FreeDrag")
     app = QApplication.instance()
@@ -56,8 +82,8 @@ def main(argv=None) -> int:
     layers = widget.controller.layers
     record = layers.records()[0]
     handle = np.round(backend.centres(record.state.latent)[0].numpy(), 1)
-    first = np.clip(handle + [0, 25], 10, 85)
-    moved = np.clip(handle + [25, 10], 10, 85)
+    first = handle + [0.0, 30.0]  # to the right first ...
+    moved = handle + [30.0, 10.0]  # ... then the user drags the target down
     layers.set_points_from_image(L.HANDLES, [handle])
     layers.set_points_from_image(L.TARGETS, [first])
     widget.method.value = "freedrag"
@@ -74,7 +100,11 @@ def main(argv=None) -> int:
         step = int(text.split()[1].rstrip(":"))
         if step >= args.move_at and not moved_at:  # the user drags the target elsewhere
             moved_at.append(step)
-            layers.set_points_from_image(L.TARGETS, [moved])
+            target = viewer.layers[L.TARGETS]  # as napari's select-mode mouse drag does
+            target.selected_data = {0}
+            target._move([0], target.data[0])
+            target._move([0], target.world_to_data(layers.working.data_to_world(moved)))
+            target._drag_start = None
 
     widget.controller.status.connect(on_status)
     widget.run()

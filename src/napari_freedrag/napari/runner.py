@@ -57,6 +57,7 @@ class _Job:
     shown_step: int = 0
     bar_updated: float = 0.0
     finished: bool = False
+    target_source: Any = None  # engine.targets.TargetSource: moved targets reach the run
 
 
 _CONTROLLERS: weakref.WeakKeyDictionary[Any, DragController] = weakref.WeakKeyDictionary()
@@ -115,6 +116,7 @@ class DragController:
         self.layers.reconnect()
         self._stop = threading.Event()
         self._busy = False
+        self._job: _Job | None = None  # the drag running now (or last)
         self._backends: dict[tuple[str, str], Any] = {}
         viewer.dims.events.point.connect(self._on_slice_changed)
 
@@ -129,6 +131,13 @@ class DragController:
     def stop(self) -> None:
         """Ask the running drag to stop after its current step (the engine honours it)."""
         self._stop.set()
+
+    def retarget(self, targets) -> None:
+        """Give the running drag new targets (image pixels); it takes them at its next
+        decision.  Raises InputError for targets the run cannot take (count, bounds)."""
+        job = self._job
+        if job is not None and not job.finished and job.target_source is not None:
+            job.target_source.set(targets)
 
     # ----------------------------------------------------------------- history
     def undo(self) -> int | None:
@@ -301,11 +310,13 @@ class DragController:
             params, keep_frames=False,
         )  # fmt: skip
         from napari_freedrag.engine.run import drag_steps
+        from napari_freedrag.engine.targets import TargetSource
 
         # The engine checks its arguments when called, before the first step: a bad
         # parameter is reported here, in the main thread, with nothing changed yet.
+        job.target_source = TargetSource(targets)
         job.steps = drag_steps(
-            record.backend, record.state, handles, targets, mask, method,
+            record.backend, record.state, handles, job.target_source, mask, method,
             max_steps=max_steps, preview_every=preview_every, stop=self._stop, **params,
         )  # fmt: skip
         return job
@@ -325,6 +336,7 @@ class DragController:
         from napari.utils import progress
 
         self._stop.clear()
+        self._job = job
         self._set_busy(True)
         handles_layer = self.layers.get(L.HANDLES)
         job.snapshot = {
@@ -346,7 +358,8 @@ class DragController:
             if job.keep_frames:
                 job.frames.append(np.asarray(step.image))
         self.layers.set_points_from_image(L.HANDLES, step.points)
-        left = float(np.max(np.linalg.norm(job.targets - np.asarray(step.points), axis=1)))
+        targets = job.targets if step.targets is None else step.targets  # moved mid-run
+        left = float(np.max(np.linalg.norm(targets - np.asarray(step.points), axis=1)))
         per_step = (time.perf_counter() - job.started) / max(step.index, 1)
         self.status.emit(
             f"step {step.index}: {left:.1f} px left, {per_step:.2f} s/step, loss {step.loss:.3g}"
@@ -368,9 +381,11 @@ class DragController:
         outcome = "converged" if result.converged else "max steps reached"
         outcome = "stopped" if result.stopped else outcome
         per_step = result.seconds / max(result.steps, 1)
+        arrival = result.report.get("content_summary")
         self.status.emit(
-            f"{outcome} after {result.steps} steps ({per_step:.2f} s/step): "
-            f"edit {len(self.layers.records()) - 1} in '{L.EDITS}'"
+            f"{outcome} after {result.steps} steps ({per_step:.2f} s/step"
+            + (f", {arrival}" if arrival else "")
+            + f"): edit {len(self.layers.records()) - 1} in '{L.EDITS}'"
         )
 
     def _on_error(self, job: _Job, exc: BaseException) -> None:

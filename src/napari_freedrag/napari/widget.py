@@ -306,6 +306,24 @@ class FreeDragWidget(RememberedFields, Container):
                            self.compare_button, self.undo_button, self.redo_button):  # fmt: skip
                 button.enabled = not busy
             self.stop_button.enabled = busy
+        self._follow_targets(busy)
+
+    def _follow_targets(self, on: bool) -> None:
+        """While a run goes on, a moved target point goes to the run (live re-targeting)."""
+        layer = self.controller.layers.get(L.TARGETS)
+        if layer is None:
+            return
+        layer.events.data.disconnect(self._on_targets_moved)
+        if on:
+            layer.events.data.connect(self._on_targets_moved)
+
+    def _on_targets_moved(self, event=None) -> None:
+        if str(getattr(event, "action", "changed")) in ("changing", "adding", "removing"):
+            return  # the "before" half of a change: the "after" half follows
+        if self.controller.running:
+            self._guarded(
+                self.controller.retarget, self.controller.layers.points_in_image(L.TARGETS)
+            )
 
     def _is_diffusion(self) -> bool:
         if self.backend is not None:
