@@ -19,6 +19,8 @@ _LAZY = {
     "known_models": "napari_freedrag.models.registry",
     "drag_steps": "napari_freedrag.engine.run",
     "drag": "napari_freedrag.engine.run",
+    "DragRun": "napari_freedrag.engine.run",
+    "TargetSource": "napari_freedrag.engine.targets",
     "Step": "napari_freedrag.engine.run",
     "DragResult": "napari_freedrag.engine.run",
     "StartState": "napari_freedrag.engine.protocol",

@@ -901,15 +901,11 @@ def speed_run(job: dict) -> dict[str, Any]:
         **overrides,
     )
     times = []
-    while True:
-        try:
-            step = next(steps)
-        except StopIteration as end:
-            result = end.value
-            break
+    for step in steps:
         if cuda:
             torch.cuda.synchronize()
         times.append(step.seconds)
+    result = steps.result
     durations = np.diff([0.0, *times])
     timed = durations[1:] if len(durations) > 1 else durations
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else _peak_rss_gib()

@@ -208,12 +208,7 @@ def _edit(args: argparse.Namespace) -> int:
     if args.frames is not None:
         args.frames.mkdir(parents=True, exist_ok=True)
     frame_count = 0
-    while True:
-        try:
-            step = next(steps)
-        except StopIteration as finished:
-            result = finished.value
-            break
+    for step in steps:
         if args.frames is not None and step.image is not None:
             io.write_image(
                 args.frames / f"frame_{step.index:04d}.png",
@@ -221,6 +216,7 @@ def _edit(args: argparse.Namespace) -> int:
                 {"model": gen.name, "step": step.index, "points": step.points},
             )
             frame_count += 1
+    result = steps.result
 
     report = dict(result.report)
     io.write_image(args.out, result.image, io.provenance_from_report(report))

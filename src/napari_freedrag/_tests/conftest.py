@@ -14,16 +14,17 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
-    """The project's shared reference data (``../shared/fixtures`` beside the checkout)."""
-    default = REPO_ROOT.parent / "shared" / "fixtures"
-    path = Path(os.environ.get("NAPARI_FREEDRAG_FIXTURES", default))
-    if not path.is_dir():
-        pytest.skip(f"shared fixtures not found at {path} (set NAPARI_FREEDRAG_FIXTURES)")
+    """NVIDIA's reference generators, committed under ``_tests/data`` (see its README).
+
+    ``NAPARI_FREEDRAG_FIXTURES`` may point at a fuller copy (all three tiny256 seeds).
+    """
+    path = Path(os.environ.get("NAPARI_FREEDRAG_FIXTURES", Path(__file__).parent / "data"))
+    if not (path / "stylegan2" / "tiny64" / "weights.npz").is_file():
+        raise FileNotFoundError(f"reference fixtures missing at {path}")
     return path
 
 

@@ -1,4 +1,4 @@
-"""NVIDIA's reference generators in shared/fixtures, loaded into our network for tests."""
+"""NVIDIA's reference generators (committed under _tests/data), loaded into our network."""
 
 from __future__ import annotations
 

@@ -58,3 +58,32 @@ def test_tracking_near_the_border_stays_inside_the_image():
                   lambda q: q, "l2")  # fmt: skip
     np.testing.assert_array_equal(found[0].numpy(), [0, 0])
     assert (found >= 0).all() and (found <= 15).all()
+
+
+def _dragdiffusion_rules():
+    """The LDM backend's DragDiffusion preset (it needs no loaded model)."""
+    from dataclasses import asdict
+
+    from napari_freedrag.models.ldm.backend import LDMBackend
+
+    return asdict(LDMBackend.preset(object.__new__(LDMBackend), "draggan", (64, 64)))
+
+
+def test_a_handle_exactly_two_feature_px_away_stops_dragGAN_but_not_dragdiffusion():
+    from napari_freedrag.engine.run import drag
+    from napari_freedrag.models.analytic import AnalyticBackend
+
+    gen = AnalyticBackend()  # feature map at half the image size
+    start = gen.from_centres([[16, 16], [48, 44], [16, 48]])
+    strict = {**_dragdiffusion_rules(), "lr": 0.005}
+    # (16, 16) -> (16, 20) image px is (8, 8) -> (8, 10): exactly 2 feature px
+    dragdiffusion = drag(gen, start, [[16, 16]], [[16, 20]], method="draggan", **strict)
+    lenient = {**strict, "stop_comparison": "<=", "supervise_distance": 1.0,
+               "supervise_comparison": ">"}  # fmt: skip
+    draggan = drag(gen, start, [[16, 16]], [[16, 20]], method="draggan", **lenient)
+
+    assert draggan.steps == 0 and draggan.report["points_arrived"]  # <= 2: done at once
+    assert dragdiffusion.steps > 0  # < 2 is not met, and >= 2 is still supervised
+    left = np.linalg.norm(dragdiffusion.points[0] - [16, 20]) * 0.5
+    assert left < 2 and dragdiffusion.report["points_arrived"]
+    assert gen.centres(dragdiffusion.state.latent)[0, 1] > 16.5  # the blob really moved

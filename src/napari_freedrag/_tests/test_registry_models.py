@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_freedrag import config
 from napari_freedrag._tests import nvidia_pickles as nv
 from napari_freedrag.errors import InputError, ModelError
 from napari_freedrag.models import registry
@@ -25,9 +26,9 @@ def home(tmp_path, monkeypatch):
 
 
 def test_checkpoint_dir_follows_napari_freedrag_home(home, monkeypatch):
-    assert registry.checkpoint_dir() == home
+    assert config.checkpoint_dir() == home
     monkeypatch.delenv("NAPARI_FREEDRAG_HOME")
-    assert registry.checkpoint_dir().parts[-3:] == (".cache", "napari-freedrag", "checkpoints")
+    assert config.checkpoint_dir().parts[-3:] == (".cache", "napari-freedrag", "checkpoints")
 
 
 def test_category_found_loads_with_its_preset(home, tiny64):
@@ -79,17 +80,17 @@ def test_unknown_model_lists_what_is_accepted(home):
 @pytest.mark.parametrize("device", ["tpu", "cuda:99", "gpu0"])
 def test_bad_device_is_an_input_error(device):
     with pytest.raises(InputError, match=f"device '{device}'"):
-        registry.resolve_device(device)
+        config.resolve_device(device)
 
 
 def test_devices_that_exist_resolve():
-    assert registry.resolve_device("cpu") == torch.device("cpu")
-    assert registry.resolve_device(torch.device("cpu")) == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else registry.resolve_device("auto").type
-    assert registry.resolve_device("auto").type == expected
+    assert config.resolve_device("cpu") == torch.device("cpu")
+    assert config.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else config.resolve_device("auto").type
+    assert config.resolve_device("auto").type == expected
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA GPU is available"):
-            registry.resolve_device("cuda")
+            config.resolve_device("cuda")
 
 
 def test_every_file_format_loads_the_same_generator(tmp_path, home, tiny64):

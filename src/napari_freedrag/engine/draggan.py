@@ -1,4 +1,4 @@
-"""The DragGAN baseline (spec §7) and DragDiffusion's variant of it (§7b).
+"""The DragGAN baseline and DragDiffusion's variant of it (docs/algorithm.md §7, §7b).
 
 Each step reads the feature map once: point tracking (nearest neighbour to the initial
 handle feature) on it, then motion supervision (features around each point pulled one
@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from .arrival import arrive_rule
 from .patches import Box, box_around, sample
-from .presets import DragGANParams
+from .presets import COMPARE, DragGANParams
 from .progress import Diverged, Progress
 
 
@@ -69,37 +70,47 @@ def track(
 
 def run_draggan(
     session,
+    features: torch.Tensor,
     handles: np.ndarray,
     targets: np.ndarray,
     params: DragGANParams,
     use_mask: bool,
+    retarget: Callable[[], np.ndarray | None],
 ) -> Iterator[Progress]:
-    """Yield one :class:`Progress` per optimiser step; return the final state."""
+    """Yield one :class:`Progress` per optimiser step, the last one marked ``last``.
+
+    ``features`` is the start's full feature map.  ``retarget()`` returns new targets
+    (image px) when they changed; each step takes them after tracking, before its stop
+    check and motion supervision.
+    """
     latent = session.latent
     height, width = session.image_size
     scale = torch.tensor(session.feature_scale, dtype=torch.float64)
     unit = torch.ones(2, dtype=torch.float64) if params.units == "image" else scale
-    p = torch.as_tensor(handles, dtype=torch.float64) * unit
-    t = torch.as_tensor(targets, dtype=torch.float64) * unit
     bounds = torch.tensor([height - 1, width - 1], dtype=torch.float64) * unit
-    if params.snap_to_feature_grid:
-        grid = bounds * scale / unit
-        p, t = (
-            (torch.minimum((x * scale / unit).round(), grid.floor()) * unit / scale) for x in (p, t)
-        )
+    grid = (bounds * scale / unit).floor()
+
+    def place(points: np.ndarray) -> torch.Tensor:
+        """Image pixels -> the method's units (whole feature pixels when snapping)."""
+        placed = torch.as_tensor(points, dtype=torch.float64) * unit
+        if params.snap_to_feature_grid:
+            placed = torch.minimum((placed * scale / unit).round(), grid) * unit / scale
+        return placed
+
+    p, t = place(handles), place(targets)
     reach = max(math.ceil(params.track_radius), math.ceil(params.motion_radius) + 1) + 1
+    rule = arrive_rule(params)
+    supervised = COMPARE[params.supervise_comparison]
 
     def to_map(q: torch.Tensor) -> torch.Tensor:
         return upsampled_position(q, scale) if params.units == "image" else q
 
-    def image_points(p: torch.Tensor) -> np.ndarray:
-        return (p / unit).numpy().copy()
+    def image_points(x: torch.Tensor) -> np.ndarray:
+        return (x / unit).numpy().copy()
 
     def reached(p: torch.Tensor) -> torch.Tensor:
-        return (t - p).norm(dim=1) <= params.stop_distance
+        return rule.met((t - p).norm(dim=1))
 
-    with torch.no_grad():
-        features = session.features(latent, None)
     shape = tuple(features.shape[-2:])
     initial = sample(features, to_map(p)).detach()
     n = len(p)
@@ -115,7 +126,7 @@ def run_draggan(
         for i in range(n):
             delta = t[i] - p[i]
             dist = float(delta.norm())
-            if dist <= params.motion_skip_distance:
+            if not supervised(dist, params.supervise_distance):
                 losses.append(current.new_zeros(()))
                 continue
             region = motion_region(p[i], params.motion_radius, params.motion_shape)
@@ -132,20 +143,25 @@ def run_draggan(
     good = (latent.detach().clone(), 0, image_points(p))
     done = reached(p)
     pending: Progress | None = None
-    while not bool(done.all()):
+    while not bool(done.all()) or pending is not None:
         with torch.set_grad_enabled(step < params.max_steps):
             current = session.features(latent, boxes(p))
         if step > 0:
             p = track(current.detach(), p, initial, params.track_radius, bounds, to_map,
                       params.track_metric)  # fmt: skip
-            done = reached(p)
+        moved = retarget()
+        if moved is not None:
+            t = place(moved)
+        done = reached(p)
         if pending is not None:
             pending.points = image_points(p)
+            pending.targets = image_points(t)
             pending.done = done.numpy().copy()
-            pending.final = bool(done.all()) or step >= params.max_steps
+            pending.last = bool(done.all()) or step >= params.max_steps
             yield pending
-            if pending.final:
-                return pending
+            if pending.last:
+                return
+            pending = None
         losses = motion(current, p)
         total = losses.sum()
         if use_mask:
@@ -164,16 +180,9 @@ def run_draggan(
         step += 1
         pending = Progress(
             points=image_points(p),
+            targets=image_points(t),
             point_losses=losses.detach().double().cpu().numpy(),
             loss=float(total.detach()),
             decisions=None,
             done=done.numpy().copy(),
         )
-    return Progress(
-        points=image_points(p),
-        point_losses=np.zeros(n),
-        loss=0.0,
-        decisions=None,
-        done=done.numpy().copy(),
-        final=True,
-    )

@@ -1,4 +1,4 @@
-"""The FreeDrag loop (spec/algorithm.md §2-§4): line search, inner Adam steps, templates.
+"""The FreeDrag loop (docs/algorithm.md §2-§4): line search, inner Adam steps, templates.
 
 Geometry (carriers ``h``, targets ``t``) is kept in float64 feature-map coordinates
 ``h * s`` on the CPU; only patch reads touch the backend's device.
@@ -7,18 +7,19 @@ Geometry (carriers ``h``, targets ``t``) is kept in float64 feature-map coordina
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
+from .arrival import arrive_rule
 from .patches import Box, box_around, discrepancy, patch_features, patch_offsets
 from .presets import FreeDragParams
 from .progress import Diverged, Progress
 
 #: Line-search candidates: fractions of the reach along the direction to the target.
 FRACTIONS = torch.arange(1, 11, dtype=torch.float64) / 10
-#: The template weight at ``L_end = 0``; the formula never exceeds it (spec §4.5).
+#: The template weight at ``L_end = 0``; the formula never exceeds it (docs/algorithm.md §4).
 LAMBDA_MAX = 1.0 / (1.0 + 9.0 ** (-1.0 / 3.0))
 
 
@@ -100,32 +101,43 @@ def line_search(
 
 def run_freedrag(
     session,
+    features: torch.Tensor,
     handles: np.ndarray,
     targets: np.ndarray,
     params: FreeDragParams,
     use_mask: bool,
+    retarget: Callable[[], np.ndarray | None],
 ) -> Iterator[Progress]:
-    """Yield one :class:`Progress` per optimiser step; return the final one's state."""
+    """Yield one :class:`Progress` per optimiser step, the last one marked ``last``.
+
+    ``features`` is the start's full feature map.  ``retarget()`` returns new targets
+    (image px) when they changed; they are taken at the next sub-motion's line search, and
+    a done point whose target moved is dragged again.
+    """
     latent = session.latent
     height, width = session.image_size
     scale = torch.tensor(session.feature_scale, dtype=torch.float64)
     bounds = torch.tensor([height - 1, width - 1], dtype=torch.float64) * scale
-    h = torch.as_tensor(handles, dtype=torch.float64) * scale
-    t = torch.as_tensor(targets, dtype=torch.float64) * scale
-    if params.snap_to_feature_grid:
-        h, t = torch.minimum(h.round(), bounds.floor()), torch.minimum(t.round(), bounds.floor())
+
+    def place(points: np.ndarray) -> torch.Tensor:
+        """Image pixels -> feature coordinates (whole feature pixels when snapping)."""
+        placed = torch.as_tensor(points, dtype=torch.float64) * scale
+        return (
+            torch.minimum(placed.round(), bounds.floor()) if params.snap_to_feature_grid else placed
+        )
+
+    h, t = place(handles), place(targets)
     radius = params.patch_radius * (scale if params.patch_units == "image" else torch.ones(2))
     offsets = patch_offsets(params.patch_grid, (float(radius[0]), float(radius[1])))
-    arrive_scale = 1 / scale if params.arrive_units == "image" else torch.ones(2)
+    rule = arrive_rule(params)
+    per_feature_px = 1 / scale if rule.units == "image" else torch.ones(2)
 
     def arrived(h: torch.Tensor) -> torch.Tensor:
-        return ((t - h) * arrive_scale).norm(dim=1) < params.arrive_distance
+        return rule.met(((t - h) * per_feature_px).norm(dim=1))
 
-    def image_points(h: torch.Tensor) -> np.ndarray:
-        return (h / scale).numpy().copy()
+    def image_points(x: torch.Tensor) -> np.ndarray:
+        return (x / scale).numpy().copy()
 
-    with torch.no_grad():
-        features = session.features(latent, None)
     shape = tuple(features.shape[-2:])
     templates = patch_features(features, h, offsets).detach()
     n = len(h)
@@ -147,6 +159,11 @@ def run_freedrag(
         ]
 
     while step < params.max_steps and not bool(done.all()):
+        moved = retarget()
+        if moved is not None:
+            new_t = place(moved)
+            done = done & (new_t == t).all(dim=1)
+            t = new_t
         h, decisions = line_search(
             features, h, t, templates, l_in, l_end, ~done, params.l, params.d, offsets, bounds
         )
@@ -174,17 +191,18 @@ def run_freedrag(
             step += 1
             progress = Progress(
                 points=image_points(h),
+                targets=image_points(t),
                 point_losses=point_losses.numpy(),
                 loss=float(total.detach()),
                 decisions=decisions,
                 done=done.numpy().copy(),
             )
-            last = (
+            sub_motion_ends = (
                 float(point_losses.max()) < exit_level
                 or inner == params.inner_steps - 1
                 or step >= params.max_steps
             )
-            if not last:
+            if not sub_motion_ends:
                 yield progress
                 continue
             falls_back = torch.ones(n, dtype=torch.bool)
@@ -203,14 +221,6 @@ def run_freedrag(
             lam = template_weight(l_end, params.l, done).to(patches.dtype).to(patches.device)
             templates = lam[:, None, None] * patches + (1 - lam[:, None, None]) * templates
             progress.done = done.numpy().copy()
-            progress.final = bool(done.all()) or step >= params.max_steps
+            progress.last = bool(done.all()) or step >= params.max_steps
             yield progress
             break
-    return Progress(
-        points=image_points(h),
-        point_losses=l_end.numpy(),
-        loss=float(l_end.sum()),
-        decisions=None,
-        done=done.numpy().copy(),
-        final=True,
-    )

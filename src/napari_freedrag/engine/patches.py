@@ -49,7 +49,7 @@ def sample(features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 def patch_features(
     features: torch.Tensor, centres: torch.Tensor, offsets: torch.Tensor
 ) -> torch.Tensor:
-    """Patch features ``(..., K, C)`` around ``(..., 2)`` centres (spec §2)."""
+    """Patch features ``(..., K, C)`` around ``(..., 2)`` centres (docs/algorithm.md §2)."""
     return sample(features, centres.unsqueeze(-2) + offsets)
 
 

@@ -1,28 +1,25 @@
-"""Hyper-parameter presets per backend kind, and validation of user overrides.
+"""The drag methods' hyper-parameters: their fields, allowed ranges and meanings, and the
+validation of user overrides.
 
-Every constant comes from ``spec/algorithm.md`` (§6 for FreeDrag, §7/§7b for DragGAN and
-DragDiffusion).  The ``"analytic"`` presets suit the analytic test renderer
-(:mod:`napari_freedrag.models.analytic`): its latent moves blobs about 0.5 image pixels
-per Adam step, so the learning rates are larger than StyleGAN2's.
+The values themselves are each backend's business (``Backend.preset``): the engine never
+learns which model it drives.  docs/algorithm.md gives the published values.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import InputError
-from .protocol import METHODS
 
-KINDS = ("stylegan2", "ldm", "analytic")
 UNITS = ("image", "feature")
-
-#: Categories whose StyleGAN2 models need a larger patch discrepancy (FreeDrag's own
-#: settings for large animals).
-LARGE_ANIMALS = frozenset(
-    {"elephant", "elephants", "lion", "lions", "dog", "dogs", "giraffe", "giraffes"}
-)
+#: How a distance is compared with its threshold, written as the comparison itself.
+STOP_COMPARISONS = ("<=", "<")
+SUPERVISE_COMPARISONS = (">", ">=")
+COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
 def _num(lo: float, hi: float, doc: str, integer: bool = False) -> dict[str, Any]:
@@ -35,7 +32,7 @@ def _choice(choices: tuple[Any, ...], doc: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class FreeDragParams:
-    """FreeDrag settings (spec §2-§6). Distances ``d`` are in feature-map pixels."""
+    """FreeDrag settings (docs/algorithm.md §2-§6). Distances ``d`` are in feature pixels."""
 
     l: float = field(metadata=_num(1e-6, 100.0, "expected patch discrepancy per sub-motion"))  # noqa: E741
     d: float = field(metadata=_num(0.1, 64.0, "max distance per sub-motion (feature px)"))
@@ -75,11 +72,13 @@ class FreeDragParams:
 
 @dataclass(frozen=True)
 class DragGANParams:
-    """DragGAN settings (spec §7); DragDiffusion's when ``units == "feature"`` (§7b).
+    """DragGAN settings (docs/algorithm.md §7); DragDiffusion's when ``units == "feature"``.
 
     ``units`` says where points and radii live: ``"image"`` uses the feature map
     bilinearly upsampled to image size (DragGAN), ``"feature"`` the feature map itself
-    (DragDiffusion).
+    (DragDiffusion).  The two methods compare distances differently: DragGAN stops when
+    every handle is ``<=`` ``stop_distance`` and supervises only points ``>`` 1 away;
+    DragDiffusion stops only when every handle is ``<`` 2 and supervises points ``>=`` 2.
     """
 
     lr: float = field(metadata=_num(1e-6, 1.0, "Adam learning rate"))
@@ -94,8 +93,21 @@ class DragGANParams:
         default="mean",
         metadata=_choice(("mean", "sum"), "per point: mean L1, or sum over pixels of it"),
     )
-    motion_skip_distance: float = field(
-        default=1.0, metadata=_num(0.0, 1000.0, "points this close get no motion supervision")
+    stop_comparison: str = field(
+        default="<=",
+        metadata=_choice(
+            STOP_COMPARISONS, "done when every distance <= (DragGAN) or < (DragDiffusion) stop"
+        ),
+    )
+    supervise_distance: float = field(
+        default=1.0, metadata=_num(0.0, 1000.0, "motion supervision only beyond this distance")
+    )
+    supervise_comparison: str = field(
+        default=">",
+        metadata=_choice(
+            SUPERVISE_COMPARISONS,
+            "supervised when distance > (DragGAN) or >= (DragDiffusion) supervise_distance",
+        ),
     )
     track_metric: str = field(
         default="l2", metadata=_choice(("l1", "l2"), "nearest-neighbour distance")
@@ -112,46 +124,10 @@ class DragGANParams:
 
 
 Params = FreeDragParams | DragGANParams
-
-
-def default_params(
-    kind: str, method: str, image_size: tuple[int, int], category: str | None = None
-) -> Params:
-    """The spec's preset for a backend ``kind`` and ``method`` at ``image_size`` (H, W)."""
-    if kind not in KINDS:
-        raise InputError(f"unknown backend kind {kind!r}; expected one of {', '.join(KINDS)}")
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose 'freedrag' or 'draggan'")
-    height = int(image_size[0])
-    if method == "freedrag":
-        if kind == "ldm":
-            return FreeDragParams(
-                l=1.0, d=5.0, lr=0.01, exit_fraction=0.5, done_fraction=0.5,
-                arrive_distance=2.0, arrive_units="feature", patch_grid=9,
-                patch_radius=4.0, patch_units="feature", snap_to_feature_grid=True,
-                preview_every=0,
-            )  # fmt: skip
-        if kind == "analytic":
-            return FreeDragParams(l=0.3, d=2.0, lr=0.01, max_steps=200)
-        large = category is not None and category.lower() in LARGE_ANIMALS
-        return FreeDragParams(l=0.4 if large else 0.3, d=4.0 if large else 3.0, lr=0.002)
-    if kind == "ldm":
-        return DragGANParams(
-            lr=0.01, motion_radius=1.0, track_radius=3.0, stop_distance=2.0, units="feature",
-            motion_shape="square", motion_reduction="sum", motion_skip_distance=2.0,
-            track_metric="l1", mask_weight=0.1, snap_to_feature_grid=True, max_steps=80,
-            preview_every=0,
-        )  # fmt: skip
-    if kind == "analytic":
-        return DragGANParams(
-            lr=0.005, motion_radius=2.0, track_radius=4.0, stop_distance=2.0, max_steps=200
-        )
-    return DragGANParams(
-        lr=0.001,
-        motion_radius=float(round(3 * height / 512)),
-        track_radius=float(round(12 * height / 512)),
-        stop_distance=max(2.0, 2 * height / 512),
-    )
+PARAMS_BY_METHOD: dict[str, type[FreeDragParams] | type[DragGANParams]] = {
+    "freedrag": FreeDragParams,
+    "draggan": DragGANParams,
+}
 
 
 def describe(params: Params) -> dict[str, Any]:
@@ -163,16 +139,21 @@ def apply_overrides(params: Params, overrides: dict[str, Any]) -> Params:
     """A copy of ``params`` with ``overrides`` applied; bad names or values raise InputError."""
     if not overrides:
         return params
-    known = {f.name: f for f in fields(params)}
-    changes: dict[str, Any] = {}
+    return replace(params, **check_overrides(type(params), overrides))
+
+
+def check_overrides(kind: type[Params], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` checked against ``kind``'s fields: known names, right types, in range."""
+    known = {f.name: f for f in fields(kind)}
+    checked: dict[str, Any] = {}
     for name, value in overrides.items():
         if name not in known:
             raise InputError(
-                f"unknown parameter {name!r} for {type(params).__name__}; "
+                f"unknown parameter {name!r} for {kind.__name__}; "
                 f"allowed: {', '.join(sorted(known))}"
             )
-        changes[name] = _check(name, value, known[name].metadata)
-    return replace(params, **changes)
+        checked[name] = _check(name, value, known[name].metadata)
+    return checked
 
 
 def _check(name: str, value: Any, meta: dict[str, Any]) -> Any:
@@ -184,14 +165,8 @@ def _check(name: str, value: Any, meta: dict[str, Any]) -> Any:
         return value
     lo, hi = meta["range"]
     kind = "an integer" if meta["integer"] else "a number"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise InputError(
-                f"parameter {name!r} must be {kind} in [{lo}, {hi}], got {value!r}"
-            ) from None
-    if not math.isfinite(value) or not lo <= value <= hi:
+    wrong = isinstance(value, bool) or not isinstance(value, numbers.Real)
+    if wrong or not math.isfinite(value) or not lo <= value <= hi:
         raise InputError(f"parameter {name!r} must be {kind} in [{lo}, {hi}], got {value!r}")
     if meta["integer"]:
         if value != int(value):

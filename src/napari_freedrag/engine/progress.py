@@ -1,4 +1,4 @@
-"""What the method loops report to the runner after each optimiser step."""
+"""What the method loops report to the run after each optimiser step."""
 
 from __future__ import annotations
 
@@ -10,18 +10,20 @@ import torch
 
 @dataclass
 class Progress:
-    """One optimiser step as seen by a method loop (``points`` in image pixels).
+    """One optimiser step as seen by a method loop (``points`` and ``targets`` in image px).
 
-    ``final`` is true when no further step will follow (all points done or the step
-    budget spent), so the runner can render the result once instead of a preview.
+    ``last`` is true when no further step will follow (all points done or the step budget
+    spent), so the run renders the result once instead of a preview.  A loop ends only by
+    running out of steps to yield.
     """
 
     points: np.ndarray
+    targets: np.ndarray
     point_losses: np.ndarray
     loss: float
     decisions: list[str | None] | None
     done: np.ndarray
-    final: bool = False
+    last: bool = False
 
 
 class Diverged(Exception):

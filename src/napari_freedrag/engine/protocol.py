@@ -87,13 +87,14 @@ class Backend(Protocol):
 
     #: Display name, e.g. ``"cells"`` or ``"stylegan2-ffhq-512x512.pkl"``.
     name: str
-    #: ``"stylegan2"``, ``"ldm"`` or ``"analytic"``; selects the hyper-parameter preset.
+    #: ``"stylegan2"``, ``"ldm"`` or ``"analytic"``; shown in reports, never read by the engine.
     kind: str
     device: torch.device
 
     def preset(self, method: str, image_size: tuple[int, int]) -> Any:
-        """Default :class:`~napari_freedrag.engine.presets.FreeDragParams` or
-        :class:`~napari_freedrag.engine.presets.DragGANParams` for this model."""
+        """This model's :class:`~napari_freedrag.engine.presets.FreeDragParams` or
+        :class:`~napari_freedrag.engine.presets.DragGANParams` (the backend owns its values;
+        a run asks once)."""
         ...
 
     def sample(self, seed: int, truncation: float = 0.7) -> StartState:

@@ -1,34 +1,38 @@
-"""The public face of the engine: validate a drag instruction, run it step by step.
+"""The public face of the engine: one :class:`DragRun` per drag, which every face uses.
 
-``drag_steps`` checks everything a user can get wrong *before* any model work, then
-returns a generator: one :class:`Step` per optimiser step, and a :class:`DragResult` as
-its return value (``result = yield from drag_steps(...)``).  ``drag`` runs it to the end.
+``drag_steps(...)`` checks the whole instruction (engine/validate.py) and returns a
+:class:`DragRun`: iterate it for one :class:`Step` per optimiser step, then read
+``run.result``.  ``drag(...)`` runs one to the end.  A run ends one way only: its loop
+runs out of steps (converged, budget spent, or stopped).
 """
 
 from __future__ import annotations
 
-import platform
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .. import __version__
 from ..errors import DivergedError, InputError
+from . import report as reports
+from .arrival import arrive_rule, content_points
 from .draggan import run_draggan
 from .freedrag import run_freedrag
-from .presets import DragGANParams, FreeDragParams, apply_overrides
+from .presets import Params
 from .progress import Diverged, Progress
-from .protocol import METHODS, Backend, StartState
+from .protocol import StartState
+from .targets import TargetSource
+from .validate import Instruction, validate
 
 
 @dataclass
 class Step:
-    """One optimiser step. ``points`` are the current carriers, image pixels ``(row, col)``.
+    """One optimiser step. ``points`` are the current carriers, image pixels ``(row, col)``;
+    ``targets`` what they are dragged to now (they change when the targets are moved).
 
     ``decisions`` are the line-search decisions ('A', 'B', 'C'; ``None`` for done points)
     that started the current sub-motion (FreeDrag only).  ``image`` is set when a preview
@@ -43,11 +47,16 @@ class Step:
     done: np.ndarray
     image: np.ndarray | None
     seconds: float
+    targets: np.ndarray | None = None
 
 
 @dataclass
 class DragResult:
-    """The outcome of a drag: ``state`` continues the edit, ``report`` is plain JSON."""
+    """The outcome of a drag: ``state`` continues the edit, ``report`` is plain JSON.
+
+    ``converged`` means the method's own rule was met *and* the handle's content really
+    arrived (``content_points`` within the arrive distance of ``targets``, the final ones).
+    """
 
     state: StartState
     image: np.ndarray
@@ -59,121 +68,199 @@ class DragResult:
     stopped: bool
     seconds: float
     trace: list[dict[str, Any]] = field(default_factory=list)
-    params: FreeDragParams | DragGANParams | None = None
+    params: Params | None = None
     report: dict[str, Any] = field(default_factory=dict)
+    content_points: np.ndarray | None = None
 
 
 StopFlag = threading.Event | Callable[[], bool] | None
 
 
-def drag_steps(
-    gen: Backend,
-    start: StartState,
-    handles,
-    targets,
-    mask=None,
-    method: str = "freedrag",
-    *,
-    max_steps: int | None = None,
-    preview_every: int | None = None,
-    stop: StopFlag = None,
-    **params,
-) -> Generator[Step, None, DragResult]:
-    """Drag ``handles`` to ``targets`` on ``start``; iterate for steps, return the result.
+def check_stop(stop: StopFlag) -> Callable[[], bool]:
+    if stop is None:
+        return lambda: False
+    if hasattr(stop, "is_set"):
+        return stop.is_set
+    if callable(stop):
+        return lambda: bool(stop())
+    raise InputError("stop must be a threading.Event or a function returning True to stop")
 
-    ``mask`` (``start.image_size``, 1 = may change) restricts the edit; an empty mask
-    means none.  ``params`` override the backend's preset (see ``engine.presets``).
-    ``stop`` (an Event or a callable) is checked before every optimiser step.
+
+class DragRun:
+    """One checked drag, run step by step.
+
+    Iterate it for :class:`Step` objects (once; iterating again continues where it left
+    off), or call :meth:`run_to_end`.  ``result`` is the :class:`DragResult` once it ended,
+    ``settings`` the resolved parameters, :meth:`stop` ends it after the step in progress.
+    Targets given as a :class:`TargetSource` may be moved while it runs.
     """
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose 'freedrag' or 'draggan'")
-    size = (int(start.image_size[0]), int(start.image_size[1]))
-    handles = _check_points("handle", handles, size)
-    targets = _check_points("target", targets, size)
-    if len(handles) != len(targets):
-        raise InputError(
-            f"{len(handles)} handle(s) but {len(targets)} target(s); "
-            "give one target per handle (pairs are matched by order)"
-        )
-    mask = _check_mask(mask, size)
-    overrides = dict(params)
-    if max_steps is not None:
-        overrides["max_steps"] = max_steps
-    if preview_every is not None:
-        overrides["preview_every"] = preview_every
-    settings = apply_overrides(gen.preset(method, size), overrides)
-    return _run(gen, start, handles, targets, mask, method, settings, _stop_check(stop))
 
+    def __init__(self, instruction: Instruction, stop: StopFlag = None):
+        self.instruction = instruction
+        self._external_stop = check_stop(stop)
+        self._stop = threading.Event()
+        self._steps: Generator[Step, None, DragResult] | None = None
+        self._result: DragResult | None = None
+        self._seen_version, self.initial_targets = instruction.targets.read()
+        self.current_targets = self.initial_targets.copy()
+        #: ``{"after_step": k, "targets": [...]}`` for every change the run took.
+        self.target_changes: list[dict[str, Any]] = []
+        self._steps_taken = 0
 
-def drag(gen: Backend, start: StartState, handles, targets, mask=None, method="freedrag", **kw):
-    """Run :func:`drag_steps` to the end and return its :class:`DragResult`."""
-    steps = drag_steps(gen, start, handles, targets, mask, method, **kw)
-    while True:
+    @property
+    def settings(self) -> Params:
+        return self.instruction.settings
+
+    @property
+    def targets(self) -> TargetSource:
+        """Where to :meth:`~TargetSource.set` new targets while the run goes on."""
+        return self.instruction.targets
+
+    @property
+    def result(self) -> DragResult:
+        if self._result is None:
+            raise RuntimeError("the run has not ended yet: iterate it or call run_to_end()")
+        return self._result
+
+    @property
+    def finished(self) -> bool:
+        return self._result is not None
+
+    def stop(self) -> None:
+        """Ask the run to end before its next optimiser step (any thread)."""
+        self._stop.set()
+
+    def __iter__(self) -> Generator[Step, None, DragResult]:
+        if self._steps is None:
+            self._steps = self._run()
+        return self._steps
+
+    def run_to_end(self) -> DragResult:
+        for _ in self:
+            pass
+        return self.result
+
+    # internals ------------------------------------------------------------------------
+
+    def _stop_requested(self) -> bool:
+        return self._stop.is_set() or self._external_stop()
+
+    def _retarget(self) -> np.ndarray | None:
+        """New targets when the source changed since the last read, else ``None``."""
+        version, targets = self.instruction.targets.read()
+        if version == self._seen_version:
+            return None
+        self._seen_version = version
+        self.current_targets = targets
+        self.target_changes.append({"after_step": self._steps_taken, "targets": targets.tolist()})
+        return targets
+
+    def _run(self) -> Generator[Step, None, DragResult]:
+        ins = self.instruction
+        params = ins.settings
+        began = time.perf_counter()
+        if params.max_steps == 0:
+            start = ins.start
+            session = (
+                None if start.image is not None else ins.gen.session(start, ins.mask, ins.method)
+            )
+            image = start.image if session is None else session.render(session.latent.detach())
+            return self._end(start, image, ins.handles, [], began, None, False, None)
+
+        session = ins.gen.session(ins.start, ins.mask, ins.method)
+        latent = session.latent
+        with torch.no_grad():
+            initial = session.features(latent, None)
+        loop_fn = run_freedrag if ins.method == "freedrag" else run_draggan
+        loop = loop_fn(session, initial, ins.handles, self.current_targets, params,
+                       ins.mask is not None, self._retarget)  # fmt: skip
+        trace: list[dict[str, Any]] = []
+        last: Progress | None = None
+        state = image = None
+        stopped = False
         try:
-            next(steps)
-        except StopIteration as end:
-            return end.value
+            while True:
+                if self._stop_requested():
+                    stopped = True
+                    break
+                progress = next(loop, None)
+                if progress is None:
+                    break
+                last = progress
+                index = self._steps_taken = len(trace) + 1
+                image = None
+                if progress.last:
+                    state, image = _finish(session, latent)
+                elif params.preview_every and index % params.preview_every == 0:
+                    image = session.render(latent.detach())
+                entry = {"step": index, "points": progress.points.tolist(), "loss": progress.loss}
+                if self.target_changes and self.target_changes[-1]["after_step"] == index - 1:
+                    entry["targets"] = progress.targets.tolist()
+                trace.append(entry)
+                yield Step(index, progress.points, progress.loss, progress.point_losses,
+                           progress.decisions, progress.done, image,
+                           time.perf_counter() - began, progress.targets)  # fmt: skip
+                if progress.last:  # finished: a stop requested now changes nothing
+                    break
+        except Diverged as bad:
+            kept_state, kept_image = _finish(session, bad.latent)
+            result = self._end(kept_state, kept_image, bad.points, trace[: bad.steps], began,
+                               None, False, (session, initial, bad.latent))  # fmt: skip
+            error = DivergedError(
+                f"the optimisation diverged (loss became NaN or infinite) at step {bad.at_step}; "
+                f"kept the state after step {bad.steps}. Try a smaller learning rate (lr) or "
+                "shorter drags"
+            )
+            error.result = result
+            raise error from None
+        finally:
+            loop.close()
+        if state is None:
+            state, image = _finish(session, latent)
+        points = last.points if last is not None else ins.handles
+        # a loop that yields nothing found every point done before its first step
+        method_done = bool(last.done.all()) if last is not None else not stopped
+        measure = (session, initial, latent) if trace else None
+        return self._end(state, image, points, trace, began, method_done and not stopped,
+                         stopped, measure)  # fmt: skip
 
-
-def _run(gen, start, handles, targets, mask, method, params, should_stop):
-    began = time.perf_counter()
-    if params.max_steps == 0:
-        session = None if start.image is not None else gen.session(start, mask, method)
-        image = start.image if session is None else session.render(session.latent.detach())
-        return _result(gen, start, start, image, handles, handles, targets, [], params,
-                       method, mask, began, converged=False, stopped=False)  # fmt: skip
-
-    session = gen.session(start, mask, method)
-    latent = session.latent
-    loop_fn = run_freedrag if method == "freedrag" else run_draggan
-    loop = loop_fn(session, handles, targets, params, mask is not None)
-    trace: list[dict[str, Any]] = []
-    last: Progress | None = None
-    final: Progress | None = None
-    state = image = None
-    stopped = False
-    try:
-        while True:
-            if should_stop():
-                stopped = True
-                break
-            try:
-                last = next(loop)
-            except StopIteration as end:
-                final = end.value
-                break
-            index = len(trace) + 1
-            image = None
-            if last.final:
-                state, image = _finish(session, latent)
-            elif params.preview_every and index % params.preview_every == 0:
-                image = session.render(latent.detach())
-            trace.append({"step": index, "points": last.points.tolist(), "loss": last.loss})
-            yield Step(index, last.points, last.loss, last.point_losses, last.decisions,
-                       last.done, image, time.perf_counter() - began)  # fmt: skip
-            if last.final:  # finished: a stop requested now changes nothing
-                final = last
-                break
-    except Diverged as bad:
-        result_state, result_image = _finish(session, bad.latent)
-        result = _result(gen, start, result_state, result_image, bad.points, handles, targets,
-                         trace[: bad.steps], params, method, mask, began, False, False)  # fmt: skip
-        error = DivergedError(
-            f"the optimisation diverged (loss became NaN or infinite) at step {bad.at_step}; "
-            f"kept the state after step {bad.steps}. Try a smaller learning rate (lr) or "
-            "shorter drags"
-        )
-        error.result = result
-        raise error from None
-    finally:
-        loop.close()
-    if state is None:
-        state, image = _finish(session, latent)
-    end = final or last
-    points = end.points if end is not None else handles
-    converged = bool(end.done.all()) if end is not None else False
-    return _result(gen, start, state, image, points, handles, targets, trace, params, method,
-                   mask, began, converged and not stopped, stopped)  # fmt: skip
+    def _end(self, state, image, points, trace, began, method_done, stopped, measure):
+        """Measure where the content went, write the report, keep the result."""
+        ins = self.instruction
+        handles, targets = ins.handles, self.current_targets
+        if measure is None:
+            content = np.array(handles, dtype=np.float64)
+            scale = (1.0, 1.0)
+        else:
+            session, initial, latent = measure
+            scale = session.feature_scale
+            seen = [self.initial_targets, *(np.asarray(c["targets"]) for c in self.target_changes)]
+            reach = np.max([np.linalg.norm(t - handles, axis=1) for t in seen], axis=0)
+            content = content_points(session, initial, latent, handles, 1.25 * reach + 2)
+        arrived = arrive_rule(ins.settings).met_in_image(content, targets, scale)
+        moved = np.linalg.norm(content - handles, axis=1)
+        wanted = np.linalg.norm(targets - handles, axis=1)
+        converged = bool(method_done) and bool(arrived.all())
+        arrival = {
+            "converged": converged,
+            "points_arrived": bool(method_done),
+            "content_points": content.tolist(),
+            "content_moved_px": moved.tolist(),
+            "drag_px": wanted.tolist(),
+            "content_arrived": arrived.tolist(),
+            "content_summary": "content moved "
+            + "; ".join(f"{m:.1f} of {w:.1f} px" for m, w in zip(moved, wanted, strict=True)),
+        }
+        seconds = time.perf_counter() - began
+        report = reports.build(self, state.info, points, trace, stopped, seconds, arrival)
+        if state is not ins.start:
+            state.info = dict(state.info)
+            reports.link(state.info, ins.start.info, report)
+        self._result = DragResult(
+            state, image, np.asarray(points, dtype=np.float64), handles, targets, len(trace),
+            converged, stopped, seconds, trace, ins.settings, report, content,
+        )  # fmt: skip
+        return self._result
 
 
 def _finish(session, latent: torch.Tensor) -> tuple[StartState, np.ndarray]:
@@ -183,103 +270,32 @@ def _finish(session, latent: torch.Tensor) -> tuple[StartState, np.ndarray]:
     return state, state.image
 
 
-def _result(gen, start, state, image, points, handles, targets, trace, params, method, mask,
-            began, converged, stopped) -> DragResult:  # fmt: skip
-    seconds = time.perf_counter() - began
-    steps = len(trace)
-    points = np.asarray(points, dtype=np.float64)
-    report = {
-        "model": start.info.get("model", gen.name),
-        "backend": gen.kind,
-        "method": method,
-        "seed": start.info.get("seed"),
-        "image_size": [int(start.image_size[0]), int(start.image_size[1])],
-        "handles": handles.tolist(),
-        "targets": targets.tolist(),
-        "final_points": points.tolist(),
-        "mask": mask is not None,
-        "steps": steps,
-        "converged": converged,
-        "stopped": stopped,
-        "seconds": seconds,
-        "seconds_per_step": seconds / steps if steps else 0.0,
-        "device": str(gen.device),
-        "parameters": asdict(params),
-        "versions": {
-            "napari_freedrag": __version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
-        "start": dict(start.info),
-        "trace": trace,
-    }
-    return DragResult(state, image, points, handles, targets, steps, converged, stopped,
-                      seconds, trace, params, report)  # fmt: skip
+def drag_steps(
+    gen,
+    start,
+    handles,
+    targets,
+    mask=None,
+    method: str = "freedrag",
+    *,
+    max_steps: int | None = None,
+    preview_every: int | None = None,
+    stop: StopFlag = None,
+    **params,
+) -> DragRun:
+    """Drag ``handles`` to ``targets`` on ``start``: a :class:`DragRun`, checked now.
 
-
-def _check_points(role: str, points, size: tuple[int, int]) -> np.ndarray:
-    """``(N, 2)`` float64 points, clamped from the image's pixel edges onto its pixels."""
-    try:
-        array = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{role}s must be numbers as (row, col) pairs, got {points!r}") from None
-    if array.ndim == 1 and array.size == 2:
-        array = array[None, :]
-    if array.ndim != 2 or array.shape[1] != 2:
-        raise InputError(f"{role}s must be an (N, 2) array of (row, col), got shape {array.shape}")
-    if len(array) == 0:
-        raise InputError(f"no {role} points given; place at least one handle and one target")
-    height, width = size
-    for i, (row, col) in enumerate(array):
-        if not (np.isfinite(row) and np.isfinite(col)):
-            raise InputError(f"{role} {i} is not a finite number: ({row}, {col})")
-        if not (-0.5 <= row <= height - 0.5 and -0.5 <= col <= width - 0.5):
-            raise InputError(
-                f"{role} {i} at (row {row:g}, col {col:g}) is outside the {height}x{width} "
-                f"image; points must lie within rows 0..{height - 1} and cols 0..{width - 1}"
-            )
-    return np.stack([array[:, 0].clip(0, height - 1), array[:, 1].clip(0, width - 1)], axis=1)
-
-
-def _check_mask(mask, size: tuple[int, int]) -> np.ndarray | None:
-    """A float32 mask of the image's shape, or ``None`` when it restricts nothing.
-
-    Boolean and integer masks (napari Labels) count every nonzero pixel as editable;
-    floating-point masks are soft weights in 0..1.
+    ``mask`` (``start.image_size``, 1 = may change) restricts the edit; an empty mask
+    means none.  ``targets`` may be a :class:`TargetSource` to move them while it runs.
+    ``params`` override the backend's preset (see ``engine.presets``).  ``stop`` (an Event
+    or a callable) is checked before every optimiser step, as is :meth:`DragRun.stop`.
     """
-    if mask is None:
-        return None
-    if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().numpy()
-    array = np.asarray(mask)
-    if array.shape != size:
-        raise InputError(
-            f"mask shape {array.shape} does not match the image size {size}; "
-            "paint the mask on the image being edited"
-        )
-    if array.dtype == bool or np.issubdtype(array.dtype, np.integer):
-        values = (array != 0).astype(np.float32)  # label images: any label = may change
-    else:
-        try:
-            values = array.astype(np.float32)
-        except (TypeError, ValueError):
-            raise InputError(f"mask must hold numbers, got {array.dtype}") from None
-        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
-            raise InputError(
-                "a floating-point mask must lie in 0 (keep) .. 1 (may change); "
-                f"got values from {values.min():g} to {values.max():g}"
-            )
-    if not values.any() or (values > 0).all():
-        return None  # nothing painted, or everything editable: nothing to preserve
-    return values
+    stop_check = check_stop(stop)
+    instruction = validate(gen, start, handles, targets, mask, method,
+                           max_steps=max_steps, preview_every=preview_every, **params)  # fmt: skip
+    return DragRun(instruction, stop_check)
 
 
-def _stop_check(stop: StopFlag) -> Callable[[], bool]:
-    if stop is None:
-        return lambda: False
-    if hasattr(stop, "is_set"):
-        return stop.is_set
-    if callable(stop):
-        return lambda: bool(stop())
-    raise InputError("stop must be a threading.Event or a function returning True to stop")
+def drag(gen, start, handles, targets, mask=None, method="freedrag", **kw) -> DragResult:
+    """Run :func:`drag_steps` to the end and return its :class:`DragResult`."""
+    return drag_steps(gen, start, handles, targets, mask, method, **kw).run_to_end()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine.presets import default_params
+from ..engine.presets import DragGANParams, FreeDragParams
 from ..engine.protocol import StartState
 from ..errors import InputError
 
@@ -111,7 +111,13 @@ class AnalyticBackend:
 
     # Backend protocol -------------------------------------------------------------------
     def preset(self, method: str, image_size: tuple[int, int]):
-        return default_params("analytic", method, image_size)
+        """Settings for blobs that move about 0.5 image px per Adam step: larger learning
+        rates than StyleGAN2's, DragGAN's comparisons."""
+        if method == "freedrag":
+            return FreeDragParams(l=0.3, d=2.0, lr=0.01, max_steps=200)
+        return DragGANParams(
+            lr=0.005, motion_radius=2.0, track_radius=4.0, stop_distance=2.0, max_steps=200
+        )
 
     def start(self, latent: torch.Tensor, info: dict | None = None) -> StartState:
         latent = latent.detach().to(self.device, torch.float32).reshape(1, self.latent_dim)

@@ -16,12 +16,22 @@ from pathlib import Path
 
 import torch
 
-from napari_freedrag.errors import InputError, ModelError
+from napari_freedrag.config import checkpoint_dir, resolve_device
+from napari_freedrag.errors import ModelError
+from napari_freedrag.models.stylegan2.categories import (
+    BY_NAME,
+    BY_STEM,
+    CATEGORIES,
+    Category,
+    freedrag_patch_steps,
+)
 from napari_freedrag.models.stylegan2.checkpoint import CHECKPOINT_SUFFIXES
 
-_NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
-_SELF_DISTILLED = "https://storage.googleapis.com/self-distilled-stylegan/"
-_TF_ERA = "http://d36zk2xti64re0.cloudfront.net/stylegan2/networks/"
+#: ``checkpoint_dir`` and ``resolve_device`` live in :mod:`napari_freedrag.config`; they are
+#: part of the registry's public face too.
+__all__ = ["checkpoint_dir", "format_models_table", "known_models", "load_generator",
+           "resolve_device"]  # fmt: skip
+
 #: How many loaded generators stay in memory (they can be hundreds of MB each).
 _CACHE_SIZE = 2
 
@@ -41,111 +51,8 @@ class ModelEntry:
     description: str = ""
 
 
-@dataclass(frozen=True)
-class _Category:
-    name: str
-    resolution: int
-    filenames: tuple[str, ...]
-    url: str
-    description: str
-    aliases: tuple[str, ...] = ()
-    large_animal: bool = False  # the spec's l = 0.4, d = 4 preset
-
-    @property
-    def l_d(self) -> tuple[float, float]:
-        return (0.4, 4.0) if self.large_animal else (0.3, 3.0)
-
-
-def _self_distilled(name: str, resolution: int, description: str, **kwargs) -> _Category:
-    published = f"{name}_{resolution}_pytorch.pkl"
-    return _Category(
-        name, resolution, (f"stylegan2_{published}", published), _SELF_DISTILLED + published,
-        description, **kwargs,
-    )  # fmt: skip
-
-
-CATEGORIES: tuple[_Category, ...] = (
-    _Category("faces", 512, ("stylegan2-ffhq-512x512.pkl",), _NGC + "stylegan2-ffhq-512x512.pkl",
-              "human faces (FFHQ)", aliases=("face", "ffhq")),
-    _Category("cats", 512, ("stylegan2-afhqcat-512x512.pkl", "afhqcat.pkl"),
-              _NGC + "stylegan2-afhqcat-512x512.pkl", "cat faces (AFHQ)",
-              aliases=("cat", "afhqcat")),
-    _self_distilled("dogs", 1024, "dogs (self-distilled, internet photos)", aliases=("dog",),
-                    large_animal=True),
-    _Category("afhqdogs", 512, ("stylegan2-afhqdog-512x512.pkl", "afhqdog.pkl"),
-              _NGC + "stylegan2-afhqdog-512x512.pkl", "dog faces (AFHQ)", aliases=("afhqdog",)),
-    _Category("wild", 512, ("stylegan2-afhqwild-512x512.pkl", "afhqwild.pkl"),
-              _NGC + "stylegan2-afhqwild-512x512.pkl", "wild animal faces (AFHQ)",
-              aliases=("afhqwild",)),
-    _self_distilled("horses", 256, "horses (self-distilled)", aliases=("horse",)),
-    _self_distilled("elephants", 512, "elephants (self-distilled)", aliases=("elephant",),
-                    large_animal=True),
-    _self_distilled("lions", 512, "lions (self-distilled)", aliases=("lion",), large_animal=True),
-    _self_distilled("giraffes", 512, "giraffes (self-distilled)", aliases=("giraffe",),
-                    large_animal=True),
-    _self_distilled("bicycles", 256, "bicycles (self-distilled)", aliases=("bicycle",)),
-    _Category("cars", 512, ("stylegan2-car-config-f.pkl",), _TF_ERA + "stylegan2-car-config-f.pkl",
-              "cars (LSUN, 512x384 content)", aliases=("car",)),
-    _Category("lsuncats", 256, ("stylegan2-cat-config-f.pkl",),
-              _TF_ERA + "stylegan2-cat-config-f.pkl", "cats (LSUN)", aliases=("lsuncat",)),
-    _Category("churches", 256, ("stylegan2-church-config-f.pkl",),
-              _TF_ERA + "stylegan2-church-config-f.pkl", "churches (LSUN)", aliases=("church",)),
-    _Category("metfaces", 1024, ("stylegan2-metfaces-1024x1024.pkl", "metfaces.pkl"),
-              _NGC + "stylegan2-metfaces-1024x1024.pkl", "faces in artworks (MetFaces)"),
-    _Category("brecahad", 512, ("stylegan2-brecahad-512x512.pkl", "brecahad.pkl"),
-              _NGC + "stylegan2-brecahad-512x512.pkl", "breast-cancer histology tiles (BreCaHAD)"),
-)  # fmt: skip
-
-_BY_NAME = {name: c for c in CATEGORIES for name in (c.name, *c.aliases)}
-_BY_STEM = {Path(filename).stem.lower(): c for c in CATEGORIES for filename in c.filenames}
-
 _cache: OrderedDict[tuple, torch.nn.Module] = OrderedDict()
 _cache_lock = threading.Lock()
-
-
-def checkpoint_dir() -> Path:
-    """Where category checkpoints are looked for: ``$NAPARI_FREEDRAG_HOME`` when set,
-    else ``~/.cache/napari-freedrag/checkpoints``."""
-    folder = os.environ.get("NAPARI_FREEDRAG_HOME")
-    if folder:
-        return Path(folder).expanduser()
-    return Path.home() / ".cache" / "napari-freedrag" / "checkpoints"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit device must exist here."""
-    if isinstance(device, torch.device):
-        device = str(device)
-    if not isinstance(device, str):
-        raise InputError(f"device must be a string such as 'auto', 'cpu' or 'cuda', not {device!r}")
-    name = device.strip().lower()
-    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if mps_ok else "cpu")
-    try:
-        resolved = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if resolved.type == "cpu":
-        return resolved
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(
-                f"device {device!r} requested but no CUDA GPU is available: use cpu or auto"
-            )
-        count = torch.cuda.device_count()
-        if resolved.index is not None and resolved.index >= count:
-            raise InputError(
-                f"device {device!r} does not exist: this machine has {count} CUDA GPU(s)"
-            )
-        return resolved
-    if resolved.type == "mps":
-        if not mps_ok:
-            raise InputError(f"device {device!r} requested but Apple MPS is not available: use cpu")
-        return resolved
-    raise InputError(f"unsupported device {device!r}: use auto, cpu, cuda, cuda:N or mps")
 
 
 def _bundled_path() -> Path:
@@ -164,7 +71,7 @@ def _bundled_resolution(path: Path) -> int | None:
     return resolution if isinstance(resolution, int) else None
 
 
-def _find_category_file(category: _Category) -> Path | None:
+def _find_category_file(category: Category) -> Path | None:
     """The category's file in :func:`checkpoint_dir`; a converted ``.safetensors`` of the
     same stem (with its ``.json``) counts too and is preferred, being faster to read."""
     folder = checkpoint_dir()
@@ -181,12 +88,13 @@ def known_models() -> list[ModelEntry]:
     entries = [
         ModelEntry(
             "cells", "stylegan2", _bundled_resolution(bundled), bundled.name,
-            bundled if bundled.is_file() else None, "bundled with napari-freedrag", 0.3, 3.0,
+            bundled if bundled.is_file() else None, "bundled with napari-freedrag",
+            *freedrag_patch_steps(None),
             "fluorescence-microscopy cells (trained by this project)",
         )
     ]  # fmt: skip
     for category in CATEGORIES:
-        l, d = category.l_d  # noqa: E741
+        l, d = freedrag_patch_steps(category.name)  # noqa: E741
         entries.append(
             ModelEntry(
                 category.name, "stylegan2", category.resolution, category.filenames[0],
@@ -277,7 +185,7 @@ def load_generator(model: str | os.PathLike = "cells", device: str | torch.devic
                 "or pass a checkpoint path"
             )
         return _stylegan2_backend(path, resolved, "cells", None)
-    category = _BY_NAME.get(text.lower())
+    category = BY_NAME.get(text.lower())
     if category is not None:
         path = _find_category_file(category)
         if path is None:
@@ -291,7 +199,7 @@ def load_generator(model: str | os.PathLike = "cells", device: str | torch.devic
     if path.suffix.lower() in CHECKPOINT_SUFFIXES or path.is_file():
         if not path.is_file():
             raise ModelError(f"checkpoint file not found: {path}")
-        known = _BY_STEM.get(path.stem.lower())
+        known = BY_STEM.get(path.stem.lower())
         return _stylegan2_backend(path, resolved, path.name, known.name if known else None)
     if path.is_dir():
         raise ModelError(f"{path} is a folder: for a diffusers model use ldm:{path}")

@@ -328,7 +328,8 @@ class DragController:
     @staticmethod
     def _steps(job: _Job):
         try:
-            return (yield from job.steps)
+            yield from job.steps
+            return job.steps.result
         except Exception as exc:
             return _Failure(exc)
 
@@ -401,16 +402,11 @@ class DragController:
 
     def _run_sync(self, job: _Job):
         self._begin(job)
-        steps = self._steps(job)
         try:
-            while True:
-                try:
-                    step = next(steps)
-                except StopIteration as done:
-                    result = done.value
-                    break
+            for step in job.steps:
                 self._on_step(job, step)
                 _process_events()
+            result = job.steps.result
             self._on_result(job, result)
         except BaseException as exc:
             self._on_error(job, exc)

@@ -12,9 +12,9 @@ leaky ReLU is positively homogeneous, so multiplying the constant input, every l
 bias and noise strength by ``c`` multiplies every feature map by ``c``; dividing the
 toRGB weights by ``c`` then leaves the image unchanged (to float rounding). At export we
 pick ``c`` so that, at segmented cell centroids, a patch moved by
-``SHIFT_FEATURE_PX`` feature pixels differs from the original by ``TARGET_DISCREPANCY``
-(the preset's ``l``): a sub-motion of the preset's size then means what it means on the
-published models.
+``SHIFT_FEATURE_PX`` feature pixels differs from the original by the StyleGAN2 preset's
+``l`` (read from the backend's own preset, with its patch): a sub-motion of the preset's
+size then means what it means on the published models.
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ from napari_freedrag.engine.patches import discrepancy, patch_features, patch_of
 from napari_freedrag.models.cells.quality import segment_cells
 from napari_freedrag.models.stylegan2.network import SynthesisLayer, ToRGBLayer
 
-TARGET_DISCREPANCY = 0.3
 SHIFT_FEATURE_PX = 2.0
-PATCH_RADIUS_PX = 3.0  # the StyleGAN2 preset's patch: 3x3 samples spanning +-3 image px
 
 
 @torch.no_grad()
@@ -52,13 +50,14 @@ def shift_discrepancy(G, count: int = 16, shift: float = SHIFT_FEATURE_PX) -> fl
     from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
 
     backend = StyleGAN2Backend(G, "calibration", "cpu")
+    preset = backend.preset("freedrag")
     values = []
     for seed in range(count):
         start = backend.sample(seed)
         session = backend.session(start, None, "freedrag")
         features = session.features(session.latent).double()
         scale = torch.tensor(session.feature_scale, dtype=torch.float64)
-        offsets = patch_offsets(3, tuple((PATCH_RADIUS_PX * scale).tolist()))
+        offsets = patch_offsets(preset.patch_grid, tuple((preset.patch_radius * scale).tolist()))
         centres = [region.centroid for region in segment_cells(start.image)]
         if not centres:  # an untrained model draws no cells: measure on a coarse grid
             size = np.asarray(start.image.shape[:2])
@@ -72,8 +71,13 @@ def shift_discrepancy(G, count: int = 16, shift: float = SHIFT_FEATURE_PX) -> fl
     return float(np.median(values))
 
 
-def calibrate(G, target: float = TARGET_DISCREPANCY, count: int = 16) -> float:
-    """Rescale ``G`` in place so that :func:`shift_discrepancy` is ``target``; returns c."""
+def calibrate(G, target: float | None = None, count: int = 16) -> float:
+    """Rescale ``G`` in place so that :func:`shift_discrepancy` is ``target`` (default: the
+    StyleGAN2 FreeDrag preset's ``l``); returns c."""
+    if target is None:
+        from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
+
+        target = StyleGAN2Backend(G, "calibration", "cpu").preset("freedrag").l
     c = target / shift_discrepancy(G, count)
     rescale_activations(G, c)
     return c

@@ -153,7 +153,7 @@ def load_ldm(
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from napari_freedrag.models.registry import resolve_device
+    from napari_freedrag.config import resolve_device
 
     spec = str(spec).removeprefix("ldm:")
     folder = resolve_model_folder(spec)
@@ -236,9 +236,24 @@ class LDMBackend:
         return contextlib.nullcontext()
 
     def preset(self, method: str, image_size: tuple[int, int]):
-        from napari_freedrag.engine.presets import default_params
+        """FreeDrag's diffusion settings, or DragDiffusion's for ``draggan`` (its strict stop
+        ``<`` 2 and supervision ``>=`` 2 feature px; docs/algorithm.md §6, §7b)."""
+        from napari_freedrag.engine.presets import DragGANParams, FreeDragParams
 
-        return default_params("ldm", method, image_size)
+        if method == "freedrag":
+            return FreeDragParams(
+                l=1.0, d=5.0, lr=0.01, exit_fraction=0.5, done_fraction=0.5,
+                arrive_distance=2.0, arrive_units="feature", patch_grid=9,
+                patch_radius=4.0, patch_units="feature", snap_to_feature_grid=True,
+                preview_every=0,
+            )  # fmt: skip
+        return DragGANParams(
+            lr=0.01, motion_radius=1.0, track_radius=3.0, units="feature",
+            stop_distance=2.0, stop_comparison="<",
+            supervise_distance=2.0, supervise_comparison=">=",
+            motion_shape="square", motion_reduction="sum", track_metric="l1", mask_weight=0.1,
+            snap_to_feature_grid=True, max_steps=80, preview_every=0,
+        )  # fmt: skip
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:

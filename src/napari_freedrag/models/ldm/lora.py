@@ -40,7 +40,7 @@ class LoraSettings:
 
 def lora_dir() -> Path:
     """Per-image LoRAs live beside the checkpoints, in the one folder the user controls."""
-    from napari_freedrag.models.registry import checkpoint_dir
+    from napari_freedrag.config import checkpoint_dir
 
     return checkpoint_dir() / "lora"
 

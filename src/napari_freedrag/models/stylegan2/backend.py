@@ -79,9 +79,20 @@ class StyleGAN2Backend:
         return (1, self.generator.num_ws, self.generator.w_dim)
 
     def preset(self, method: str, image_size: tuple[int, int] | None = None) -> Any:
-        from napari_freedrag.engine.presets import default_params
+        """FreeDrag's and DragGAN's published StyleGAN2 settings (docs/algorithm.md §6, §7)."""
+        from napari_freedrag.engine.presets import DragGANParams, FreeDragParams
+        from napari_freedrag.models.stylegan2.categories import freedrag_patch_steps
 
-        return default_params("stylegan2", method, image_size or self.image_size, self.category)
+        height = int((image_size or self.image_size)[0])
+        if method == "freedrag":
+            l, d = freedrag_patch_steps(self.category)  # noqa: E741
+            return FreeDragParams(l=l, d=d, lr=0.002)
+        return DragGANParams(
+            lr=0.001,
+            motion_radius=float(round(3 * height / 512)),
+            track_radius=float(round(12 * height / 512)),
+            stop_distance=max(2.0, 2 * height / 512),
+        )
 
     def sample(self, seed: int, truncation: float = 0.7) -> StartState:
         """The image of ``seed`` as other StyleGAN2 tools show it (legacy NumPy RandomState)."""
