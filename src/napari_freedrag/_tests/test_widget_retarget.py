@@ -59,7 +59,9 @@ def test_moving_a_target_during_a_run_redirects_the_drag(make_napari_viewer, qtb
 
 
 def test_adding_a_target_during_a_run_is_refused_with_one_message(
-    make_napari_viewer, qtbot, notes  # noqa: F811
+    make_napari_viewer,
+    qtbot,
+    notes,  # noqa: F811
 ):
     from napari_freedrag.models.analytic import AnalyticBackend
 

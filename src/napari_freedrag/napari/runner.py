@@ -57,7 +57,6 @@ class _Job:
     shown_step: int = 0
     bar_updated: float = 0.0
     finished: bool = False
-    target_source: Any = None  # engine.targets.TargetSource: moved targets reach the run
 
 
 _CONTROLLERS: weakref.WeakKeyDictionary[Any, DragController] = weakref.WeakKeyDictionary()
@@ -136,8 +135,8 @@ class DragController:
         """Give the running drag new targets (image pixels); it takes them at its next
         decision.  Raises InputError for targets the run cannot take (count, bounds)."""
         job = self._job
-        if job is not None and not job.finished and job.target_source is not None:
-            job.target_source.set(targets)
+        if job is not None and not job.finished and not job.steps.finished:
+            job.steps.targets.set(targets)
 
     # ----------------------------------------------------------------- history
     def undo(self) -> int | None:
@@ -310,13 +309,11 @@ class DragController:
             params, keep_frames=False,
         )  # fmt: skip
         from napari_freedrag.engine.run import drag_steps
-        from napari_freedrag.engine.targets import TargetSource
 
         # The engine checks its arguments when called, before the first step: a bad
         # parameter is reported here, in the main thread, with nothing changed yet.
-        job.target_source = TargetSource(targets)
         job.steps = drag_steps(
-            record.backend, record.state, handles, job.target_source, mask, method,
+            record.backend, record.state, handles, targets, mask, method,
             max_steps=max_steps, preview_every=preview_every, stop=self._stop, **params,
         )  # fmt: skip
         return job
@@ -380,6 +377,8 @@ class DragController:
             frames = job.frames or [np.asarray(result.image)]
             self.layers.show_frames(np.stack(frames), entry, len(self.layers.records()) - 1)
         outcome = "converged" if result.converged else "max steps reached"
+        if not result.converged and result.report.get("points_arrived"):
+            outcome = "not converged: the points arrived but the content did not follow"
         outcome = "stopped" if result.stopped else outcome
         per_step = result.seconds / max(result.steps, 1)
         arrival = result.report.get("content_summary")
