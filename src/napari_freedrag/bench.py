@@ -975,8 +975,9 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
     if getattr(args, "worker", None):
         print(json.dumps(speed_run(json.loads(args.worker))))
         return 0
-    from napari_freedrag.io import write_report
+    from napari_freedrag.io import check_output_path, write_report
 
+    check_output_path(args.out, "--out", (".json",))  # before minutes of work, not after
     model = getattr(args, "model", "cells")
     config = quick_config(model) if args.quick else full_config(model)
     config.device = getattr(args, "device", "auto")

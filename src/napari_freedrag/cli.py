@@ -9,10 +9,13 @@ prints one line on stderr and exits with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from napari_freedrag import cli_checks as checks
 from napari_freedrag.errors import FreeDragError, InputError
 
 PROG = "napari-freedrag"
@@ -30,6 +33,8 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D102 - argparse hook
+        if message.startswith("argument --drag: expected one argument"):
+            message += "; a point starting with '-' is written --drag=R0,C0:R1,C1"
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
@@ -46,6 +51,8 @@ def parse_drag(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
             row, col = (float(c) for c in coords)
         except ValueError:
             raise InputError(f"--drag {text!r} is not two numbers per point: {form}") from None
+        if not (math.isfinite(row) and math.isfinite(col)):
+            raise InputError(f"--drag {text!r} holds a NaN or infinite coordinate: {form}")
         points.append((row, col))
     return points[0], points[1]
 
@@ -84,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument(
         "--drag",
         action="append",
-        required=True,
         metavar="R0,C0:R1,C1",
-        help="handle -> target pair in image pixels (row,col); repeat for more points",
+        help="handle -> target pair in image pixels (row,col); repeat for more points "
+        "(required unless --max-steps 0, which writes the start image)",
     )
     edit.add_argument("--mask", type=Path, help="image file, nonzero = region that may change")
     edit.add_argument("--method", choices=("freedrag", "draggan"), default="freedrag")
@@ -98,10 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     edit.add_argument("--l", type=float, dest="l", help="FreeDrag template loss level l")
     edit.add_argument("--d", type=float, dest="d", help="FreeDrag max sub-motion distance d")
-    edit.add_argument("--save-latent", type=Path, metavar="W.npy", help="save the edited latent")
+    edit.add_argument(
+        "--save-latent",
+        type=Path,
+        metavar="W.npy",
+        help="save the edited W+ latent as NumPy .npy; the name must end in .npy and the file "
+        "is written at exactly that name",
+    )
     edit.add_argument("--out", type=Path, required=True, help="edited image (.png or .tif)")
     edit.add_argument("--report", type=Path, metavar="OUT.json", help="write the JSON report")
-    edit.add_argument("--frames", type=Path, metavar="DIR", help="write every preview as PNG")
+    edit.add_argument(
+        "--frames", type=Path, metavar="DIR", help="write every preview as DIR/frame_NNNN.png"
+    )
 
     commands.add_parser(
         "models", help="list known models, where each is looked for, and whether it was found"
@@ -132,9 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_models_table())
             return 0
         if args.command == "demo":
-            from napari_freedrag.demo import run_demo
+            from napari_freedrag.demo import require_display, run_demo
 
-            run_demo(args.out, model=args.model, max_steps=args.max_steps)
+            require_display("demo")
+            if args.max_steps < 0:
+                raise InputError(f"--max-steps must be 0 or more, got {args.max_steps}")
+            run_demo(
+                checks.output_folder(args.out, "--out"), model=args.model, max_steps=args.max_steps
+            )
             return 0
         return _open_viewer(args.model)
     except (UsageError, FreeDragError) as exc:
@@ -173,7 +193,12 @@ def _passthrough(name: str, rest: list[str]) -> int:
         if exc.name != module_name:
             raise
         return _fail(f"'{name}' is not available in this installation ({module_name} missing)")
-    status = module.main(rest)
+    original = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = _Parser.error  # their option mistakes: one line too
+    try:
+        status = module.main(rest)
+    finally:
+        argparse.ArgumentParser.error = original
     return int(status or 0)
 
 
@@ -183,18 +208,29 @@ def _edit(args: argparse.Namespace) -> int:
     import napari_freedrag as nfd
     from napari_freedrag import io
 
-    pairs = [parse_drag(text) for text in args.drag]
-    if args.max_steps is not None and args.max_steps < 0:
-        raise InputError(f"--max-steps must be 0 or more, got {args.max_steps}")
-    if args.out.suffix.lower() not in io.WRITABLE_SUFFIXES:
-        raise InputError(f"--out {args.out}: use a .png or .tif file name")
-    for flag, path in (("--image", args.image), ("--latent", args.latent), ("--mask", args.mask)):
-        if path is not None and not path.is_file():
-            raise InputError(f"{flag} {path}: file not found")
+    _quiet_model_libraries()
+    pairs = [parse_drag(text) for text in args.drag or ()]
+    checks.check_numbers(args)
+    if not pairs and args.max_steps != 0:
+        raise InputError(
+            "give at least one --drag R0,C0:R1,C1 (or --max-steps 0 to write the start image)"
+        )
+    checks.check_files(args)
+    # Inputs are read before the model loads: a corrupt file is found in a second, not later.
+    image = io.read_image(args.image) if args.image is not None else None
+    latent = checks.read_latent(args.latent) if args.latent is not None else None
+    mask = io.read_mask(args.mask) if args.mask is not None else None
 
     gen = nfd.load_generator(args.model, device=args.device)
-    start = _start_state(gen, args)
-    mask = io.read_mask(args.mask, shape=tuple(start.image_size)) if args.mask else None
+    start = _start_state(gen, args, image, latent)
+    if mask is not None:
+        mask = io.read_mask(args.mask, shape=tuple(start.image_size))
+    if not pairs:
+        result_image, report = _start_image(gen, start), _start_report(gen, start)
+        io.write_image(args.out, result_image, io.provenance_from_report(report))
+        _write_extras(args, report, start.latent)
+        print(f"{args.out}: start image of {gen.name} (0 steps)")
+        return 0
     handles = np.array([handle for handle, _ in pairs], dtype=np.float64)
     targets = np.array([target for _, target in pairs], dtype=np.float64)
     overrides = {
@@ -206,7 +242,7 @@ def _edit(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, **overrides,
     )  # fmt: skip
     if args.frames is not None:
-        args.frames.mkdir(parents=True, exist_ok=True)
+        args.frames.mkdir(exist_ok=True)
     frame_count = 0
     for step in steps:
         if args.frames is not None and step.image is not None:
@@ -220,38 +256,60 @@ def _edit(args: argparse.Namespace) -> int:
 
     report = dict(result.report)
     io.write_image(args.out, result.image, io.provenance_from_report(report))
-    if args.report is not None:
-        io.write_report(args.report, report)
-    if args.save_latent is not None:
-        args.save_latent.parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.save_latent, result.state.latent.detach().cpu().numpy())
+    _write_extras(args, report, result.state.latent)
     print(_summary(args.out, result, frame_count, args.frames))
     return 0
 
 
-def _start_state(gen, args: argparse.Namespace):
-    """The state the edit starts from: a real image, a saved latent or a seed."""
-    import numpy as np
+def _quiet_model_libraries() -> None:
+    """No progress bars or advisory warnings from Hugging Face libraries on our stderr."""
+    for name, value in (
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("DIFFUSERS_VERBOSITY", "error"),
+        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+    ):
+        os.environ.setdefault(name, value)
 
+
+def _write_extras(args: argparse.Namespace, report: dict, latent) -> None:
     from napari_freedrag import io
 
-    if args.image is not None:
+    if args.report is not None:
+        io.write_report(args.report, report)
+    if args.save_latent is not None:
+        io.save_latent(args.save_latent, latent.detach().cpu().numpy())
+
+
+def _start_state(gen, args: argparse.Namespace, image, latent):
+    """The state the edit starts from: a real image, a saved latent or a seed."""
+    if image is not None:
         if not hasattr(gen, "invert"):
             raise InputError(
                 f"model {gen.name!r} cannot edit real images; use --model ldm:PATH_OR_ID "
                 "with --image, or --seed with a StyleGAN2 model"
             )
-        image = io.read_image(args.image)
         return gen.invert(image, prompt=args.prompt, lora_steps=args.lora_steps)
-    if args.latent is not None:
+    if latent is not None:
         if not hasattr(gen, "from_latent"):
             raise InputError(f"model {gen.name!r} cannot start from a W+ latent (--latent)")
-        try:
-            latent = np.load(args.latent, allow_pickle=False)
-        except ValueError as exc:
-            raise InputError(f"--latent {args.latent}: not a plain .npy array ({exc})") from exc
         return gen.from_latent(latent)
     return gen.sample(0 if args.seed is None else args.seed)
+
+
+def _start_image(gen, start):
+    """The start image (rendered from the latent when the state carries none)."""
+    import numpy as np
+
+    if start.image is not None:
+        return np.asarray(start.image)
+    session = gen.session(start, None, "freedrag")
+    return np.asarray(session.render(session.latent.detach()))
+
+
+def _start_report(gen, start) -> dict:
+    info = dict(getattr(start, "info", None) or {})
+    return {"model": gen.name, "seed": info.get("seed"), "steps": 0, "start": info}
 
 
 def _summary(out: Path, result, frame_count: int, frames: Path | None) -> str:
@@ -271,17 +329,10 @@ def _summary(out: Path, result, frame_count: int, frames: Path | None) -> str:
 
 def _open_viewer(model: str) -> int:
     """The main job: napari with the FreeDrag widget docked and ``model`` loaded."""
-    import os
+    from napari_freedrag.demo import open_viewer, require_display
 
-    headless = not any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY"))
-    if sys.platform.startswith("linux") and headless and "QT_QPA_PLATFORM" not in os.environ:
-        raise InputError(
-            "no display to open napari on: run it under 'xvfb-run -a', or use "
-            f"'{PROG} demo --out DIR' (screenshots) or '{PROG} edit' (files only)"
-        )
+    require_display("viewer")
     import napari
-
-    from napari_freedrag.demo import open_viewer
 
     open_viewer(model, show=True)
     napari.run()

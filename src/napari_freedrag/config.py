@@ -15,6 +15,8 @@ from napari_freedrag.errors import InputError
 
 #: Names the folder category checkpoints (and per-image LoRAs) are looked for in.
 HOME_ENV = "NAPARI_FREEDRAG_HOME"
+#: A fixed loading budget (MiB) for weight files; unset: 512 MiB plus twice the file's size.
+LOAD_BUDGET_ENV = "NAPARI_FREEDRAG_LOAD_BUDGET_MB"
 
 
 def checkpoint_dir() -> Path:

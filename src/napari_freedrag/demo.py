@@ -9,14 +9,28 @@ machine without a display.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from napari_freedrag.errors import InputError
 
 #: How far the demo drags, as a fraction of the image width.
 DEMO_DRAG_FRACTION = 0.2
 DEMO_MAX_STEPS = 100  # keep in step with the CLI default
 WINDOW_SIZE = (1400, 900)
+
+
+def require_display(what: str) -> None:
+    """Qt aborts the process without a display; say what to do instead, in one line."""
+    headless = not any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY"))
+    if sys.platform.startswith("linux") and headless and "QT_QPA_PLATFORM" not in os.environ:
+        hint = "'napari-freedrag demo --out DIR' (screenshots) or " if what != "demo" else ""
+        raise InputError(
+            f"no display to open napari on ({what}): run it under 'xvfb-run -a', or use "
+            f"{hint}'napari-freedrag edit' (files only)"
+        )
 
 
 def open_viewer(model: str = "cells", *, show: bool = True, seed: int = 0, new_image=True):
@@ -48,8 +62,12 @@ def run_demo(
     from napari_freedrag.napari.api import napari_drag
     from napari_freedrag.napari.runner import controller_for
 
+    require_display("demo")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"demo output folder {out}: {exc.strerror or exc}") from None
     backend = _demo_backend(model)
     viewer, widget = open_viewer(model, show=True, seed=seed, new_image=False)
     try:

@@ -134,6 +134,17 @@ def from_model_rgb(rgb: np.ndarray, source: SourceInfo) -> np.ndarray:
     return out
 
 
+def model_pixels_to_uint8(pixels: Any) -> Any:
+    """Model pixels in [-1, 1] as uint8, NVIDIA's way: ``x * 127.5 + 128``, clamped, truncated.
+
+    The one conversion every backend, trainer and metric uses, so that images agree to the
+    level. Takes a torch tensor (any shape; returns a uint8 tensor) or a NumPy array.
+    """
+    if hasattr(pixels, "detach"):  # torch, without importing it here
+        return (pixels.detach().float() * 127.5 + 128).clamp(0, 255).byte()
+    return np.clip(np.asarray(pixels, np.float32) * 127.5 + 128, 0, 255).astype(np.uint8)
+
+
 def working_size(image_size: tuple[int, int], native: int, multiple: int = 8) -> tuple[int, int]:
     """The size a model works at: longer side ``native``, aspect kept, sides multiples of 8."""
     height, width = image_size

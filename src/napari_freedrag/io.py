@@ -7,9 +7,13 @@ that made it, so an exported file cannot silently pass for an acquisition.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
-from collections.abc import Mapping
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,8 @@ GENERATED_NOTICE = (
 PROVENANCE_KEY = "napari-freedrag"
 READABLE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 WRITABLE_SUFFIXES = (".png", ".tif", ".tiff")
+#: The most decoded pixel data :func:`read_image` accepts (Pillow refuses bombs itself).
+MAX_IMAGE_BYTES = 2 * 2**30
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -42,12 +48,22 @@ def read_image(path: str | Path) -> np.ndarray:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            data = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                nbytes = int(np.prod(series.shape, dtype=object)) * series.dtype.itemsize
+                if nbytes > MAX_IMAGE_BYTES:
+                    raise InputError(
+                        f"image {path.name} declares {nbytes / 2**30:.1f} GiB of pixels, over "
+                        f"the {MAX_IMAGE_BYTES // 2**30} GiB an edit reads; crop it first"
+                    )
+                data = series.asarray()
         else:
             import imageio.v3 as iio
 
             data = iio.imread(path)
-    except Exception as exc:  # corrupt or truncated files raise many different types
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - corrupt or truncated files raise many types
         raise InputError(f"cannot read image {path}: {exc} (is the file complete?)") from exc
     return np.asarray(data)
 
@@ -75,32 +91,118 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
     return data != 0
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain-JSON version of reports: numpy, torch, paths, tuples and NaN made safe."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if type(value).__module__ == "torch" and hasattr(value, "detach"):
-        return _jsonable(value.detach().cpu().numpy())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN/inf; readers must not choke on the report
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
+def jsonable(value: Any, limit: int | None = None) -> Any:
+    """``value`` in plain JSON types: the one converter for reports, metadata and configs.
+
+    Mappings, sequences, dataclasses, numpy and torch values, paths are converted; NaN and
+    inf become ``None`` (JSON has neither); anything else becomes its ``str``. ``limit``
+    caps the number of values visited (a ValueError past it), for data read from files.
+    """
+    visited = [0]
+
+    def convert(item: Any) -> Any:
+        visited[0] += 1
+        if limit is not None and visited[0] > limit:
+            raise ValueError(f"more than {limit} values")
+        if isinstance(item, Mapping):
+            return {str(k): convert(v) for k, v in item.items()}
+        if isinstance(item, list | tuple | set | frozenset):
+            return [convert(v) for v in item]
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            return {f.name: convert(getattr(item, f.name)) for f in dataclasses.fields(item)}
+        if isinstance(item, Path):
+            return str(item)
+        if isinstance(item, np.generic):
+            item = item.item()
+        if isinstance(item, np.ndarray):
+            return convert(item.tolist())
+        if type(item).__module__ == "torch" and hasattr(item, "detach"):
+            return convert(item.detach().cpu().numpy())
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if item is None or isinstance(item, bool | int | float | str):
+            return item
+        return str(item)
+
+    return convert(value)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path``; on success it replaces ``path`` in one step.
+
+    An existing file is therefore replaced only by a complete new one: an error or Ctrl-C
+    while writing leaves the old file as it was and no partial file behind. OSErrors
+    become one :class:`InputError` naming the file.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{path.suffix}"
+        )
+        os.close(handle)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    temp = Path(temp_name)
+    try:
+        yield temp
+        os.chmod(temp, _mode_for(path))
+        os.replace(temp, path)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _mode_for(path: Path) -> int:
+    """The replaced file's permissions, or what a plain ``open`` would give a new file."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as temp:
+        temp.write_bytes(data)
+    return Path(path)
 
 
 def write_report(path: str | Path, report: Mapping[str, Any]) -> Path:
-    """Write ``report`` as indented JSON (numpy arrays and scalars converted)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(report), indent=2) + "\n", encoding="utf-8")
+    """Write ``report`` as indented JSON (numpy arrays and scalars converted), atomically."""
+    text = json.dumps(jsonable(report), indent=2) + "\n"
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_latent(path: str | Path, latent: Any) -> Path:
+    """Write a latent as a ``.npy`` file at exactly ``path`` (no suffix added), atomically."""
+    with atomic_path(path) as temp, open(temp, "wb") as file:
+        np.save(file, np.asarray(latent), allow_pickle=False)
+    return Path(path)
+
+
+def check_output_path(path: str | Path, what: str, suffixes: tuple[str, ...] | None) -> Path:
+    """Refuse, before any work, an output that cannot be written: the folder it goes in
+    must exist and be writable, the suffix known, and the path not an existing folder."""
+    path = Path(path).expanduser()
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise InputError(
+            f"{what} {path}: use a name ending in {' or '.join(suffixes)} "
+            f"(not {path.suffix or 'no suffix'})"
+        )
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{what} {path}: folder {parent} does not exist (create it first)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {path}: folder {parent} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{what} {path}: the file exists and is read-only")
     return path
 
 
@@ -143,27 +245,31 @@ def write_image(path: str | Path, rgb: np.ndarray, provenance: Mapping[str, Any]
     record = {
         "generated_by": f"napari-freedrag {__version__}",
         "notice": GENERATED_NOTICE,
-        **_jsonable(dict(provenance)),
+        **jsonable(dict(provenance)),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".png":
-        from PIL import Image
-        from PIL.PngImagePlugin import PngInfo
+    with atomic_path(path) as temp:
+        if suffix == ".png":
+            from PIL import Image
+            from PIL.PngImagePlugin import PngInfo
 
-        info = PngInfo()
-        info.add_text("Software", record["generated_by"])
-        info.add_itxt("Description", GENERATED_NOTICE)
-        for key in ("model", "instruction"):
-            if key in record:
-                info.add_itxt(key.capitalize(), str(record[key]))
-        info.add_itxt(PROVENANCE_KEY, json.dumps(record))
-        Image.fromarray(image).save(path, pnginfo=info)
-    else:
-        import tifffile
+            info = PngInfo()
+            info.add_text("Software", record["generated_by"])
+            info.add_itxt("Description", GENERATED_NOTICE)
+            for key in ("model", "instruction"):
+                if key in record:
+                    info.add_itxt(key.capitalize(), str(record[key]))
+            info.add_itxt(PROVENANCE_KEY, json.dumps(record))
+            Image.fromarray(image).save(temp, format="PNG", pnginfo=info)
+        else:
+            import tifffile
 
-        tifffile.imwrite(
-            path, image, description=json.dumps(record), software="napari-freedrag", metadata=None
-        )
+            tifffile.imwrite(
+                temp,
+                image,
+                description=json.dumps(record),
+                software="napari-freedrag",
+                metadata=None,
+            )
     return path
 
 

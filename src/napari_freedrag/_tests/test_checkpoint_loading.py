@@ -135,7 +135,7 @@ def test_code_hidden_in_a_tensor_storage_blob_is_refused_unrun(tmp_path):
     path = tmp_path / "evil.pkl"
     nv.write_pickle(path, {"G_ema": nv.Reduce(torch.storage._load_from_bytes, blob)})
 
-    with pytest.raises(UnsafeCheckpointError, match="a tensor inside the file asks to run"):
+    with pytest.raises(UnsafeCheckpointError, match=r"asks to run (posix|nt)\.system"):
         load_checkpoint(path)
     assert not marker.exists()
 
@@ -341,5 +341,5 @@ def test_network_with_a_malformed_module_state_is_an_unknown_layout(tmp_path, ti
     generator.meta["state"]["_modules"]["mapping"].meta["state"]["_parameters"] = ["not", "a dict"]
     path = tmp_path / "odd.pkl"
     nv.write_pickle(path, {"G_ema": generator})
-    with pytest.raises(ModelError, match="odd.pkl: unknown network layout inside the pickle"):
+    with pytest.raises(ModelError, match="odd.pkl: unknown network layout inside the file"):
         load_checkpoint(path)

@@ -110,3 +110,16 @@ def test_the_displayed_slice_of_a_stack_is_edited_in_a_copy():
     assert imaging.slice_index((5, 6), (3, 3)) == ()
     with pytest.raises(InputError, match="shape"):
         imaging.put_slice(stack, index, np.zeros((2, 2)))
+
+
+def test_model_pixels_become_uint8_the_nvidia_way_for_tensors_and_arrays():
+    import torch
+
+    from napari_freedrag.imaging import model_pixels_to_uint8
+
+    values = [-2.0, -1.0, -0.5, 0.0, 0.002, 0.5, 1.0, 3.0]
+    expected = [0, 0, 64, 128, 128, 191, 255, 255]  # x * 127.5 + 128, clamped, truncated
+    as_tensor = model_pixels_to_uint8(torch.tensor(values))
+    assert as_tensor.dtype == torch.uint8 and as_tensor.tolist() == expected
+    as_array = model_pixels_to_uint8(np.array(values))
+    assert as_array.dtype == np.uint8 and as_array.tolist() == expected

@@ -156,3 +156,53 @@ def test_provenance_from_report_states_the_instruction():
     assert record["model"] == "cells" and record["seed"] == 3
     assert record["parameters"] == {"l": 0.3, "d": 3}
     assert "trace" not in record
+
+
+def test_one_json_converter_for_reports_metadata_and_configs(tmp_path):
+    import dataclasses
+    import json
+
+    import torch
+
+    from napari_freedrag.io import jsonable
+
+    @dataclasses.dataclass
+    class Params:
+        steps: int
+        where: Path
+
+    value = {
+        1: (np.float32(0.5), np.arange(2)),
+        "t": torch.ones(2),
+        "p": Params(3, tmp_path),
+        "bad": [float("nan"), float("inf")],
+        "s": {2},
+        "other": object,
+    }
+    plain = jsonable(value)
+    json.dumps(plain, allow_nan=False)  # strict JSON
+    assert plain["1"] == [0.5, [0, 1]] and plain["t"] == [1.0, 1.0]
+    assert plain["p"] == {"steps": 3, "where": str(tmp_path)}
+    assert plain["bad"] == [None, None] and plain["s"] == [2]
+    with pytest.raises(ValueError, match="more than 10 values"):
+        jsonable(list(range(20)), limit=10)
+
+
+def test_writes_are_atomic_and_keep_the_file_mode(tmp_path, monkeypatch):
+    import os
+
+    from napari_freedrag.errors import InputError
+    from napari_freedrag.io import atomic_path, write_report
+
+    path = tmp_path / "report.json"
+    write_report(path, {"a": 1})
+    os.chmod(path, 0o640)
+    with pytest.raises(KeyboardInterrupt), atomic_path(path) as temp:
+        temp.write_text("half a rep")
+        raise KeyboardInterrupt
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temp file left
+    write_report(path, {"a": 2})
+    assert (path.stat().st_mode & 0o777) == 0o640
+    with pytest.raises(InputError, match="cannot write"):
+        write_report(tmp_path / "report.json" / "below-a-file.json", {})

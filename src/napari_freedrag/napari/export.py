@@ -31,12 +31,14 @@ def export_frames(frames, path, fps: float = 10.0) -> Path:
     if path.suffix.lower() in MOVIE_SUFFIXES:
         import imageio.v3 as iio
 
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from napari_freedrag.io import atomic_path
+
         try:
-            if path.suffix.lower() == ".gif":
-                iio.imwrite(path, data, duration=1000.0 / fps, loop=0)
-            else:
-                iio.imwrite(path, data, fps=fps)
+            with atomic_path(path) as temp:  # an old movie is replaced only by a whole new one
+                if path.suffix.lower() == ".gif":
+                    iio.imwrite(temp, data, duration=1000.0 / fps, loop=0)
+                else:
+                    iio.imwrite(temp, data, fps=fps)
         except (ImportError, OSError, ValueError, TypeError) as exc:
             raise InputError(
                 f"cannot write the movie {path.name} ({exc}); save as .gif or to a folder of "

@@ -13,7 +13,6 @@ back if the worker fails.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ import numpy as np
 from psygnal import Signal
 
 from napari_freedrag.errors import FreeDragError, InputError, ModelError
+from napari_freedrag.io import jsonable
 from napari_freedrag.napari import layers as L
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ class DragController:
                 "truncation": None if source is not None else float(truncation),
                 "source": None if source is None else source.name,
                 "instruction": None,
-                **_plain({"info": state.info}),
+                **jsonable({"info": state.info}),
             }
             record = L.EditRecord(state, backend)
             self.layers.start_stack(first, entry, record, geometry, form)
@@ -534,7 +534,7 @@ def start_image(backend, state) -> np.ndarray:
 
 def _edit_entry(job: _Job, result) -> dict[str, Any]:
     """JSON-able provenance of one finished edit, stored in the layer metadata."""
-    report = _plain(dict(getattr(result, "report", None) or {}))
+    report = jsonable(dict(getattr(result, "report", None) or {}))
     mask_pixels = None if job.mask is None else int(job.mask.sum())
     instruction = {
         "handles": job.handles.tolist(),
@@ -553,24 +553,10 @@ def _edit_entry(job: _Job, result) -> dict[str, Any]:
         "steps": int(result.steps),
         "converged": bool(result.converged),
         "stopped": bool(result.stopped),
-        "parameters": report.get("parameters", _plain(getattr(result, "params", {}))),
+        "parameters": report.get("parameters", jsonable(getattr(result, "params", {}))),
         "instruction": instruction,
     }
     return entry
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as plain JSON types (dataclasses, numpy and tensors converted)."""
-    import dataclasses
-
-    def default(obj):
-        if dataclasses.is_dataclass(obj):
-            return dataclasses.asdict(obj)
-        if hasattr(obj, "tolist"):
-            return obj.tolist()
-        return str(obj)
-
-    return json.loads(json.dumps(value, default=default))
 
 
 def one_line(exc: BaseException) -> str:

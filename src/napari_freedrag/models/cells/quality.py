@@ -18,6 +18,8 @@ from scipy import ndimage
 from skimage.filters import gaussian
 from skimage.measure import label, regionprops
 
+from napari_freedrag.imaging import model_pixels_to_uint8
+
 FOREGROUND_THRESHOLD = 0.15  # of full scale; dataset background stays below ~0.08
 MIN_CELL_AREA = 20  # px; smaller specks are noise, the smallest real cell is ~100 px
 MEASURES = ("cells_per_image", "area", "eccentricity", "mean_red", "mean_green", "mean_blue")
@@ -82,8 +84,7 @@ def generate_images(G, count: int, seed: int = 0, truncation: float = 1.0, batch
                 np.concatenate([np.random.RandomState(s).randn(1, G.z_dim) for s in seeds])
             ).float()
             img = G.synthesis(G.mapping(z, None, truncation_psi=truncation), noise_mode="const")
-            out.append(((img + 1) * 127.5).clamp(0, 255).to(torch.uint8)
-                       .permute(0, 2, 3, 1).numpy())
+            out.append(model_pixels_to_uint8(img).permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
 
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_freedrag.errors import DivergedError
+from napari_freedrag.imaging import model_pixels_to_uint8
 from napari_freedrag.models.cells.dataset import cached_images
 from napari_freedrag.models.cells.discriminator import Discriminator
 
@@ -272,7 +273,7 @@ def sample_grid(G, rows: int = 4, cols: int = 8, seed: int = 0, truncation: floa
     z = torch.from_numpy(np.random.RandomState(seed).randn(rows * cols, G.z_dim)).float()
     ws = G.mapping(z.to(G.mapping.w_avg.device), None, truncation_psi=truncation)
     img = G.synthesis(ws, noise_mode="const")
-    img = ((img + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    img = model_pixels_to_uint8(img).permute(0, 2, 3, 1).cpu().numpy()
     r = img.shape[1]
     return img.reshape(rows, cols, r, r, 3).transpose(0, 2, 1, 3, 4).reshape(rows * r, cols * r, 3)
 

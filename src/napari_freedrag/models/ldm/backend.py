@@ -77,10 +77,13 @@ class _ScaleGrad(torch.autograd.Function):
 def _weights_variant(folder: Path, stem: str) -> str | None:
     """``None`` for standard weight files, ``"fp16"`` for an fp16-only download; raises if none."""
     for variant, suffix in ((None, ""), ("fp16", ".fp16")):
-        for ext in (".safetensors", ".bin"):
-            if (folder / f"{stem}{suffix}{ext}").is_file():
-                return variant
-            if (folder / f"{stem}{suffix}{ext}.index.json").is_file():
+        # transformers names .bin text encoders pytorch_model.bin (and loads them weights-only)
+        for name in (
+            f"{stem}{suffix}.safetensors",
+            f"{stem}{suffix}.bin",
+            f"pytorch_{stem}{suffix}.bin",
+        ):
+            if (folder / name).is_file() or (folder / f"{name}.index.json").is_file():
                 return variant
     raise FileNotFoundError(f"{folder.name}/{stem}.safetensors")
 
@@ -116,6 +119,8 @@ def _check_folder(folder: Path) -> dict[str, str | None]:
 
 def resolve_model_folder(spec: str) -> Path:
     """A local diffusers folder, or the snapshot of a Hugging Face id already in the cache."""
+    if not spec.strip():
+        raise ModelError("ldm: needs a folder or Hugging Face id after the colon; " + _HOW_TO_GET)
     path = Path(spec).expanduser()
     if path.is_dir():
         return path.resolve()
@@ -286,7 +291,7 @@ class LDMBackend:
         """``(H, W, 3)`` uint8 of one latent, resized to ``size``."""
         with self.autocast():
             pixels = self.vae.decode(latents / self.vae.config.scaling_factor).sample
-        image = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().byte()
+        image = imaging.model_pixels_to_uint8(pixels[0])
         return imaging.resize_rgb(image.permute(1, 2, 0).cpu().numpy(), size)
 
     def use_lora(self, adapter: str | None) -> None:

@@ -608,8 +608,9 @@ class Generator(nn.Module):
 
 def to_uint8_image(img: torch.Tensor) -> np.ndarray:
     """One raw generator image ``(1, C, H, W)`` -> ``(H, W, 3)`` uint8 (gray repeated to RGB)."""
-    x = (img[0].detach().to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    x = x.permute(1, 2, 0).cpu().numpy()
+    from napari_freedrag.imaging import model_pixels_to_uint8
+
+    x = model_pixels_to_uint8(img[0]).permute(1, 2, 0).cpu().numpy()
     if x.shape[2] == 1:
         x = np.repeat(x, 3, axis=2)
     return np.ascontiguousarray(x[:, :, :3])
