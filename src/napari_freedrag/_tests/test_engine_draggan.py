@@ -87,3 +87,13 @@ def test_a_handle_exactly_two_feature_px_away_stops_dragGAN_but_not_dragdiffusio
     left = np.linalg.norm(dragdiffusion.points[0] - [16, 20]) * 0.5
     assert left < 2 and dragdiffusion.report["points_arrived"]
     assert gen.centres(dragdiffusion.state.latent)[0, 1] > 16.5  # the blob really moved
+
+
+def test_a_handle_one_feature_px_away_is_done_at_once_under_dragdiffusion_rules():
+    from napari_freedrag.engine.run import drag
+    from napari_freedrag.models.analytic import AnalyticBackend
+
+    gen = AnalyticBackend()
+    start = gen.from_centres([[16, 16], [48, 44], [16, 48]])
+    result = drag(gen, start, [[16, 16]], [[16, 18]], method="draggan", **_dragdiffusion_rules())
+    assert result.steps == 0 and result.converged  # 1 feature px < 2: nothing to do

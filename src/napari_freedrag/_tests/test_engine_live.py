@@ -75,8 +75,14 @@ def test_a_moved_target_wakes_a_point_that_was_done(gen, start):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_content_points_follow_the_blob(gen, start, method):
-    result = drag(gen, start, [[16, 16], [48, 44]], [[26, 16], [48, 34]], method=method)
+    run = drag_steps(gen, start, [[16, 16], [48, 44]], [[26, 16], [48, 34]], method=method)
+    steps = list(run)
+    result = run.result
     blobs = gen.centres(result.state.latent).numpy()[:2]
+    previews = [s for s in steps if s.image is not None]
+    assert all((s.content_points is None) == (s.image is None) for s in steps)
+    np.testing.assert_array_equal(previews[-1].content_points, result.content_points)
+    assert np.linalg.norm(previews[0].content_points - [[16, 16], [48, 44]], axis=1).max() < 6
     np.testing.assert_allclose(result.content_points, blobs, atol=0.6)
     moved = np.linalg.norm(blobs - [[16, 16], [48, 44]], axis=1)
     np.testing.assert_allclose(result.report["content_moved_px"], moved, atol=0.6)

@@ -22,7 +22,7 @@ def tiny_generator():
     return Generator(**TINY_CONFIG)
 
 
-def default_params(kind, method, size, category=None, generator=None):
+def backend_preset(kind, method, size, category=None, generator=None):
     """The preset a backend of ``kind`` gives (the LDM preset needs no loaded model)."""
     if kind == "stylegan2":
         return StyleGAN2Backend(generator, "tiny", category=category).preset(method, size)
@@ -32,7 +32,7 @@ def default_params(kind, method, size, category=None, generator=None):
 
 
 def test_stylegan2_freedrag_preset_matches_the_spec(tiny_generator):
-    p = default_params("stylegan2", "freedrag", (256, 256), generator=tiny_generator)
+    p = backend_preset("stylegan2", "freedrag", (256, 256), generator=tiny_generator)
     assert isinstance(p, FreeDragParams)
     assert (p.l, p.d, p.lr, p.inner_steps, p.max_steps, p.preview_every) == (
         0.3,
@@ -51,13 +51,13 @@ def test_stylegan2_freedrag_preset_matches_the_spec(tiny_generator):
 
 @pytest.mark.parametrize("category", ["elephants", "Lions", "dog", "giraffes"])
 def test_large_animals_get_a_larger_patch_discrepancy(category, tiny_generator):
-    p = default_params("stylegan2", "freedrag", (512, 512), category, tiny_generator)
+    p = backend_preset("stylegan2", "freedrag", (512, 512), category, tiny_generator)
     assert (p.l, p.d) == (0.4, 4.0)
-    assert default_params("stylegan2", "freedrag", (512, 512), "faces", tiny_generator).l == 0.3
+    assert backend_preset("stylegan2", "freedrag", (512, 512), "faces", tiny_generator).l == 0.3
 
 
 def test_ldm_freedrag_preset_matches_the_spec():
-    p = default_params("ldm", "freedrag", (512, 512))
+    p = backend_preset("ldm", "freedrag", (512, 512))
     assert (p.l, p.d, p.lr, p.exit_fraction, p.done_fraction) == (1.0, 5.0, 0.01, 0.5, 0.5)
     assert (p.arrive_distance, p.arrive_units) == (2.0, "feature")
     assert (p.patch_grid, p.patch_radius, p.patch_units) == (9, 4.0, "feature")
@@ -68,7 +68,7 @@ def test_ldm_freedrag_preset_matches_the_spec():
     "size, r1, r2, stop", [(256, 2, 6, 2.0), (512, 3, 12, 2.0), (1024, 6, 24, 4.0)]
 )
 def test_draggan_radii_scale_with_the_image(size, r1, r2, stop, tiny_generator):
-    p = default_params("stylegan2", "draggan", (size, size), generator=tiny_generator)
+    p = backend_preset("stylegan2", "draggan", (size, size), generator=tiny_generator)
     assert isinstance(p, DragGANParams)
     assert (p.motion_radius, p.track_radius, p.stop_distance) == (r1, r2, stop)
     assert (p.lr, p.mask_weight, p.units, p.track_metric, p.motion_shape) == (
@@ -77,7 +77,7 @@ def test_draggan_radii_scale_with_the_image(size, r1, r2, stop, tiny_generator):
 
 
 def test_dragdiffusion_preset_matches_the_spec():
-    p = default_params("ldm", "draggan", (512, 512))
+    p = backend_preset("ldm", "draggan", (512, 512))
     assert (p.lr, p.motion_radius, p.track_radius, p.stop_distance) == (0.01, 1.0, 3.0, 2.0)
     assert (p.units, p.motion_shape, p.motion_reduction, p.track_metric) == (
         "feature", "square", "sum", "l1"
@@ -88,12 +88,12 @@ def test_dragdiffusion_preset_matches_the_spec():
 
 
 def test_draggan_compares_the_other_way_round(tiny_generator):
-    p = default_params("stylegan2", "draggan", (512, 512), generator=tiny_generator)
+    p = backend_preset("stylegan2", "draggan", (512, 512), generator=tiny_generator)
     assert (p.stop_comparison, p.supervise_distance, p.supervise_comparison) == ("<=", 1.0, ">")
 
 
 def test_overrides_return_a_validated_copy(tiny_generator):
-    base = default_params("stylegan2", "freedrag", (256, 256), generator=tiny_generator)
+    base = backend_preset("stylegan2", "freedrag", (256, 256), generator=tiny_generator)
     changed = apply_overrides(base, {"l": 0.5, "max_steps": 20.0, "snap_to_feature_grid": True})
     assert (changed.l, changed.max_steps, changed.snap_to_feature_grid) == (0.5, 20, True)
     assert isinstance(changed.max_steps, int) and base.l == 0.3
@@ -115,7 +115,7 @@ def test_overrides_return_a_validated_copy(tiny_generator):
 def test_bad_overrides_name_the_parameter_and_its_range(overrides, message, tiny_generator):
     with pytest.raises(InputError, match=message):
         apply_overrides(
-            default_params("stylegan2", "freedrag", (256, 256), generator=tiny_generator), overrides
+            backend_preset("stylegan2", "freedrag", (256, 256), generator=tiny_generator), overrides
         )
 
 
@@ -127,16 +127,16 @@ def test_the_engine_holds_no_model_kinds_or_categories():
 
 @pytest.mark.parametrize("value", [True, "3", None, [3]])
 def test_numbers_of_the_wrong_type_are_refused(value, tiny_generator):
-    base = default_params("stylegan2", "freedrag", (256, 256), generator=tiny_generator)
+    base = backend_preset("stylegan2", "freedrag", (256, 256), generator=tiny_generator)
     with pytest.raises(InputError, match="'max_steps' must be an integer"):
         apply_overrides(base, {"max_steps": value})
 
 
 def test_every_parameter_is_described_with_its_range():
     for params in (
-        default_params("ldm", "freedrag", (64, 64)),
-        default_params("ldm", "draggan", (64, 64)),
-        default_params("analytic", "draggan", (64, 64)),
+        backend_preset("ldm", "freedrag", (64, 64)),
+        backend_preset("ldm", "draggan", (64, 64)),
+        backend_preset("analytic", "draggan", (64, 64)),
     ):
         for name, entry in describe(params).items():
             assert entry["doc"] and ("range" in entry or "choices" in entry), name

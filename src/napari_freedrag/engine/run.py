@@ -36,7 +36,8 @@ class Step:
 
     ``decisions`` are the line-search decisions ('A', 'B', 'C'; ``None`` for done points)
     that started the current sub-motion (FreeDrag only).  ``image`` is set when a preview
-    is due and at the last step.  ``seconds`` counts from the start of the run.
+    is due and at the last step (so is ``content_points``).  ``seconds`` counts from the
+    start of the run.
     """
 
     index: int
@@ -48,6 +49,8 @@ class Step:
     image: np.ndarray | None
     seconds: float
     targets: np.ndarray | None = None
+    #: Where the handles' content is (image px), measured with each preview and at the end.
+    content_points: np.ndarray | None = None
 
 
 @dataclass
@@ -165,7 +168,7 @@ class DragRun:
                 None if start.image is not None else ins.gen.session(start, ins.mask, ins.method)
             )
             image = start.image if session is None else session.render(session.latent.detach())
-            return self._end(start, image, ins.handles, [], began, None, False, None)
+            return self._end(start, image, ins.handles, [], began, None, False, (1.0, 1.0), None)
 
         session = ins.gen.session(ins.start, ins.mask, ins.method)
         latent = session.latent
@@ -177,6 +180,7 @@ class DragRun:
         trace: list[dict[str, Any]] = []
         last: Progress | None = None
         state = image = None
+        measured: tuple[int, np.ndarray] | None = None  # (step, content points) last measured
         stopped = False
         try:
             while True:
@@ -188,24 +192,29 @@ class DragRun:
                     break
                 last = progress
                 index = self._steps_taken = len(trace) + 1
-                image = None
+                image = content = None
                 if progress.last:
                     state, image = _finish(session, latent)
                 elif params.preview_every and index % params.preview_every == 0:
                     image = session.render(latent.detach())
+                if image is not None:
+                    content = self._content(session, initial, latent)
+                    measured = (index, content)
                 entry = {"step": index, "points": progress.points.tolist(), "loss": progress.loss}
                 if self.target_changes and self.target_changes[-1]["after_step"] == index - 1:
                     entry["targets"] = progress.targets.tolist()
                 trace.append(entry)
                 yield Step(index, progress.points, progress.loss, progress.point_losses,
                            progress.decisions, progress.done, image,
-                           time.perf_counter() - began, progress.targets)  # fmt: skip
+                           time.perf_counter() - began, progress.targets, content)  # fmt: skip
                 if progress.last:  # finished: a stop requested now changes nothing
                     break
         except Diverged as bad:
             kept_state, kept_image = _finish(session, bad.latent)
-            result = self._end(kept_state, kept_image, bad.points, trace[: bad.steps], began,
-                               None, False, (session, initial, bad.latent))  # fmt: skip
+            kept = trace[: bad.steps]
+            content = self._content(session, initial, bad.latent) if kept else None
+            result = self._end(kept_state, kept_image, bad.points, kept, began, None, False,
+                               session.feature_scale, content)  # fmt: skip
             error = DivergedError(
                 f"the optimisation diverged (loss became NaN or infinite) at step {bad.at_step}; "
                 f"kept the state after step {bad.steps}. Try a smaller learning rate (lr) or "
@@ -220,23 +229,27 @@ class DragRun:
         points = last.points if last is not None else ins.handles
         # a loop that yields nothing found every point done before its first step
         method_done = bool(last.done.all()) if last is not None else not stopped
-        measure = (session, initial, latent) if trace else None
+        content = None
+        if trace:  # the latent after the last step, measured with it or measured now
+            fresh = measured is not None and measured[0] == len(trace)
+            content = measured[1] if fresh else self._content(session, initial, latent)
         return self._end(state, image, points, trace, began, method_done and not stopped,
-                         stopped, measure)  # fmt: skip
+                         stopped, session.feature_scale, content)  # fmt: skip
 
-    def _end(self, state, image, points, trace, began, method_done, stopped, measure):
-        """Measure where the content went, write the report, keep the result."""
+    def _content(self, session, initial, latent) -> np.ndarray:
+        """Where the handles' content is for ``latent``, searched around each handle far
+        enough to cover every target the run was given."""
+        handles = self.instruction.handles
+        seen = [self.initial_targets, *(np.asarray(c["targets"]) for c in self.target_changes)]
+        reach = np.max([np.linalg.norm(t - handles, axis=1) for t in seen], axis=0)
+        return content_points(session, initial, latent, handles, 1.25 * reach + 2)
+
+    def _end(self, state, image, points, trace, began, method_done, stopped, scale, content):
+        """Judge arrival (``content`` None: nothing moved), write the report, keep the result."""
         ins = self.instruction
         handles, targets = ins.handles, self.current_targets
-        if measure is None:
+        if content is None:
             content = np.array(handles, dtype=np.float64)
-            scale = (1.0, 1.0)
-        else:
-            session, initial, latent = measure
-            scale = session.feature_scale
-            seen = [self.initial_targets, *(np.asarray(c["targets"]) for c in self.target_changes)]
-            reach = np.max([np.linalg.norm(t - handles, axis=1) for t in seen], axis=0)
-            content = content_points(session, initial, latent, handles, 1.25 * reach + 2)
         arrived = arrive_rule(ins.settings).met_in_image(content, targets, scale)
         moved = np.linalg.norm(content - handles, axis=1)
         wanted = np.linalg.norm(targets - handles, axis=1)

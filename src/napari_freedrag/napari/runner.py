@@ -342,7 +342,7 @@ class DragController:
             "working": np.array(self.layers.working.data, copy=True),
         }
         job.started = time.perf_counter()
-        total = job.max_steps or _preset_value(job.record, job.method, "max_steps")
+        total = job.steps.settings.max_steps  # the run's resolved preset (computed once)
         job.progress = progress(total=total, desc=f"FreeDrag ({job.method})")
 
     def _on_step(self, job: _Job, step) -> None:
@@ -514,14 +514,6 @@ def check_points(handles, targets, image_size) -> tuple[np.ndarray, np.ndarray]:
                     f"{height}x{width} image: move it onto the image"
                 )
     return handles, targets
-
-
-def _preset_value(record, method, name, default=300):
-    try:
-        preset = record.backend.preset(method, tuple(record.state.image_size))
-        return int(getattr(preset, name))
-    except (AttributeError, TypeError, ValueError, FreeDragError):
-        return default
 
 
 def start_image(backend, state) -> np.ndarray:
