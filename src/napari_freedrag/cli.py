@@ -80,13 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--model", default="cells", help="same MODEL strings as the viewer")
     start = edit.add_mutually_exclusive_group()
     start.add_argument("--seed", type=int, help="start from this seed's image (default 0)")
-    start.add_argument("--image", type=Path, help="edit this real image (needs an ldm: model)")
+    start.add_argument(
+        "--image",
+        type=Path,
+        help="edit this real image (projected into a StyleGAN2 model, "
+        "or inverted by an ldm: model)",
+    )
     start.add_argument(
         "--latent", type=Path, metavar="W.npy", help="start from a saved StyleGAN2 W+ latent"
     )
     edit.add_argument("--prompt", default="", help="text describing --image (optional)")
     edit.add_argument(
         "--lora-steps", type=int, default=0, help="per-image LoRA steps for --image (0 = off)"
+    )
+    edit.add_argument(
+        "--invert-steps", type=int, help="StyleGAN2 projection steps for --image (default 200)"
+    )
+    edit.add_argument(
+        "--invert-mode",
+        choices=("w", "w+", "pti"),
+        help="StyleGAN2 projection for --image: w, w+ or pti (pivotal tuning; default w+)",
     )
     edit.add_argument(
         "--drag",
@@ -285,11 +298,20 @@ def _start_state(gen, args: argparse.Namespace, image, latent):
     """The state the edit starts from: a real image, a saved latent or a seed."""
     if image is not None:
         if not hasattr(gen, "invert"):
-            raise InputError(
-                f"model {gen.name!r} cannot edit real images; use --model ldm:PATH_OR_ID "
-                "with --image, or --seed with a StyleGAN2 model"
-            )
-        return gen.invert(image, prompt=args.prompt, lora_steps=args.lora_steps)
+            raise InputError(f"model {gen.name!r} cannot edit real images (--image)")
+        projection = {"mode": args.invert_mode, "steps": args.invert_steps}
+        projection = {name: value for name, value in projection.items() if value is not None}
+        if gen.kind != "stylegan2":
+            if projection:
+                raise InputError("--invert-steps and --invert-mode are for StyleGAN2 models")
+            return gen.invert(image, prompt=args.prompt, lora_steps=args.lora_steps)
+        state = gen.invert(image, lora_steps=args.lora_steps, **projection)
+        record = state.info["projection"]
+        print(
+            f"{args.image}: projected ({record['mode']}, {record['steps']} steps, "
+            f"{record['seconds']:.1f} s): PSNR {record['psnr']:.2f} dB, SSIM {record['ssim']:.3f}"
+        )
+        return state
     if latent is not None:
         if not hasattr(gen, "from_latent"):
             raise InputError(f"model {gen.name!r} cannot start from a W+ latent (--latent)")

@@ -40,11 +40,6 @@ def check_files(args: argparse.Namespace) -> None:
         inputs["--model"] = model_file
         if model_file.with_suffix(".json").is_file():  # its config, beside it
             inputs["--model's config"] = model_file.with_suffix(".json")
-    if args.image is not None and not args.model.lower().startswith("ldm:"):
-        raise InputError(
-            f"--image needs a latent diffusion model (--model ldm:PATH_OR_ID), not "
-            f"{args.model!r}; with a StyleGAN2 model start from --seed or --latent"
-        )
     outputs = {"--out": io.check_output_path(args.out, "--out", io.WRITABLE_SUFFIXES)}
     if args.report is not None:
         outputs["--report"] = io.check_output_path(args.report, "--report", (".json",))

@@ -248,7 +248,11 @@ CASES = [
     ("mask corrupt", lambda w: _edit(w, "--mask", "{corrupt}"), "cannot read image"),
     ("mask wrong shape", lambda w: _edit(w, "--mask", "{small_mask}"), "10x12"),
     ("mask is a folder", lambda w: _edit(w, "--mask", "{folder}"), "not found"),
-    ("image with a GAN", lambda w: _edit(w, "--image", "{photo}"), "ldm:"),
+    (
+        "image, projection steps 0",
+        lambda w: _edit(w, "--image", "{photo}", "--invert-steps", "0"),
+        ">= 1",
+    ),
     ("image missing", lambda w: _edit(w, "--image", "nope.png", model="ldm:nowhere"), "not found"),
     (
         "image corrupt",

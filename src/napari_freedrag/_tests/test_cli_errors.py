@@ -119,8 +119,13 @@ def test_unknown_command(capsys):
     _fails_with_one_line(capsys, ["frobnicate"], "invalid choice")
 
 
-def test_real_image_with_a_gan_model_points_to_latent_diffusion(tiny_model, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("size", "extra", "phrase"),
+    [((1, 1), [], "at least 8x8"), ((32, 32), ["--invert-steps", "0"], ">= 1"),
+     ((32, 32), ["--invert-mode", "z"], "invalid choice")],
+)  # fmt: skip
+def test_bad_projection_of_a_real_image(tiny_model, tmp_path, capsys, size, extra, phrase):
     photo = tmp_path / "photo.png"
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(photo)
+    Image.fromarray(np.zeros((*size, 3), np.uint8)).save(photo)
     argv = ["edit", "--model", str(tiny_model), "--image", str(photo), "--drag", "1,1:2,2"]
-    _fails_with_one_line(capsys, [*argv, "--out", str(tmp_path / "x.png")], "ldm:")
+    _fails_with_one_line(capsys, [*argv, "--out", str(tmp_path / "x.png"), *extra], phrase)

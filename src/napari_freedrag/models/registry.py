@@ -157,7 +157,8 @@ def _cached_generator(path: Path, device: torch.device) -> torch.nn.Module:
 def _stylegan2_backend(path: Path, device: torch.device, name: str, category: str | None):
     from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
 
-    return StyleGAN2Backend(_cached_generator(path, device), name, device, category=category)
+    generator = _cached_generator(path, device)
+    return StyleGAN2Backend(generator, name, device, category=category, checkpoint=path)
 
 
 def load_generator(model: str | os.PathLike = "cells", device: str | torch.device = "auto"):

@@ -191,10 +191,11 @@ class DragController:
         """Start a fresh ``FreeDrag edits`` stack from a seed or from a source image layer.
 
         ``model`` is a MODEL string or a backend object (tests, scripts).  ``source`` is a
-        napari Image layer: its shown 2D slice is inverted (latent-diffusion models) and the
+        napari Image layer: its shown 2D slice is inverted or projected (StyleGAN2) and the
         results keep its scale and translate.
         """
         self._refuse_if_busy()
+        self._stop.clear()
         rgb, info = self._source_pixels(source) if source is not None else (None, None)
 
         def load():
@@ -202,11 +203,13 @@ class DragController:
             if rgb is None:
                 state = backend.sample(int(seed), truncation=float(truncation))
             elif hasattr(backend, "invert"):
-                state = backend.invert(rgb, prompt=prompt, lora_steps=int(lora_steps))
+                # StyleGAN2 projection honours Stop; the state reached so far is shown.
+                stop = {"stop": self._stop} if backend.kind == "stylegan2" else {}
+                state = backend.invert(rgb, prompt=prompt, lora_steps=int(lora_steps), **stop)
             else:
                 raise ModelError(
-                    f"model {backend.name!r} cannot edit a real image; choose a latent-diffusion"
-                    " model (ldm:PATH) or set 'source image' to none to sample from a seed"
+                    f"model {backend.name!r} cannot edit a real image; choose a StyleGAN2 or "
+                    "latent-diffusion model, or set 'source image' to none to sample from a seed"
                 )
             return backend, state, start_image(backend, state)
 
@@ -236,6 +239,10 @@ class DragController:
             record = L.EditRecord(state, backend)
             self.layers.start_stack(first, entry, record, geometry, form)
             origin = f"from '{source.name}'" if source is not None else f"seed {seed}"
+            projected = state.info.get("projection")
+            if projected:
+                origin += (f", projected ({projected['mode']}, {projected['steps']} steps): PSNR "
+                           f"{projected['psnr']:.1f} dB, SSIM {projected['ssim']:.2f}")  # fmt: skip
             self.status.emit(f"{backend.name}: new image {origin}")
             self.image_ready.emit(backend, tuple(first.shape[:2]))
 

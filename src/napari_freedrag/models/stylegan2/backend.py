@@ -14,6 +14,7 @@ Speed comes from three exact shortcuts (none changes a computed number):
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,7 @@ class StyleGAN2Backend:
         name: str,
         device: torch.device | str = "cpu",
         category: str | None = None,
+        checkpoint: str | Path | None = None,
     ):
         if generator.img_channels not in (1, 3):
             raise ModelError(
@@ -73,6 +75,9 @@ class StyleGAN2Backend:
         resolution = generator.img_resolution
         self.image_size = (resolution, resolution)
         self.feature_res = feature_resolution(resolution)
+        #: The file the generator came from: projection reads its discriminator, if any.
+        self.checkpoint = checkpoint
+        self._discriminator: Any = None
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -125,16 +130,47 @@ class StyleGAN2Backend:
         return self._state(self._check_latent(w_plus), {"model": self.name, "kind": self.kind,
                                                         "source": "latent"})  # fmt: skip
 
-    def render(self, ws: torch.Tensor) -> np.ndarray:
-        """The ``(H, W, 3)`` uint8 image of a full W+ latent."""
+    def render(self, ws: torch.Tensor, generator: Generator | None = None) -> np.ndarray:
+        """The ``(H, W, 3)`` uint8 image of a full W+ latent (``generator``: a projected copy)."""
+        synthesis = (generator or self.generator).synthesis
         with torch.no_grad():
-            img = self.generator.synthesis(ws.to(self.device, torch.float32), noise_mode="const")
+            img = synthesis(ws.to(self.device, torch.float32), noise_mode="const")
         return to_uint8_image(img)
+
+    def invert_steps(self, image, *, value_range=None, stop=None, **settings):
+        """Project a real image (see :mod:`.projection`): steps, then a start state."""
+        from napari_freedrag.models.stylegan2 import projection
+
+        options = projection.ProjectionSettings(**settings)
+        return projection.invert_steps(self, image, options, value_range, stop)
+
+    def invert(self, image, prompt: str = "", lora_steps: int = 0, *, progress=None, **kwargs):
+        """Project a real image and return the start state; ``progress(step, total)``
+        follows it. ``prompt`` means nothing to a StyleGAN2 and is ignored."""
+        if lora_steps:
+            raise InputError("per-image LoRA is for ldm: models; StyleGAN2 uses mode='pti'")
+        steps = self.invert_steps(image, **kwargs)
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as end:
+                return end.value
+            if progress is not None:
+                progress(step.index, step.total)
+
+    def discriminator(self):
+        """The checkpoint's D (loaded once), or ``None`` when the file carries none."""
+        if self._discriminator is None:
+            from napari_freedrag.models.stylegan2.discriminator import load_discriminator
+
+            found = load_discriminator(self.checkpoint)
+            self._discriminator = False if found is None else found.to(self.device)
+        return self._discriminator or None
 
     def session(self, start: StartState, mask: np.ndarray | None, method: str) -> StyleGAN2Session:
         if method not in METHODS:
             raise InputError(f"unknown method {method!r}; choose 'freedrag' or 'draggan'")
-        return StyleGAN2Session(self, self._check_latent(start.latent), start.info, mask)
+        return StyleGAN2Session(self, self._check_latent(start.latent), start, mask)
 
     def _state(self, ws: torch.Tensor, info: dict[str, Any]) -> StartState:
         return StartState(latent=ws, image_size=self.image_size, image=self.render(ws), info=info)
@@ -163,10 +199,13 @@ class StyleGAN2Backend:
 class StyleGAN2Session:
     """One edit: the trainable first W+ vectors, cached frozen layers, the mask term."""
 
-    def __init__(self, backend: StyleGAN2Backend, ws: torch.Tensor, parent_info: dict, mask):
+    def __init__(self, backend: StyleGAN2Backend, ws: torch.Tensor, start: StartState, mask):
         self.backend = backend
-        self._synthesis = backend.generator.synthesis
-        self._parent_info = parent_info
+        # A projected image renders with its own generator copy (noise maps, PTI weights).
+        self._generator = start.extra.get("generator")
+        self._synthesis = (self._generator or backend.generator).synthesis
+        self._parent_info = start.info
+        self._carried = {k: v for k, v in start.extra.items() if k in ("generator", "source")}
         n_trainable = min(TRAINABLE_WS, ws.shape[1])
         self.latent = ws[:, :n_trainable].clone().requires_grad_(True)
         self._frozen_ws = ws[:, n_trainable:]
@@ -226,15 +265,14 @@ class StyleGAN2Session:
         return (features - self._initial_features).abs()[:, self._outside].mean()
 
     def render(self, latent: torch.Tensor) -> np.ndarray:
-        return self.backend.render(self._full_ws(latent))
+        return self.backend.render(self._full_ws(latent), self._generator)
 
     def finish(self, latent: torch.Tensor) -> StartState:
         ws = self._full_ws(latent)
         info = {"model": self.backend.name, "kind": self.backend.kind, "source": "drag",
                 "parent": self._parent_info}  # fmt: skip
-        return StartState(
-            latent=ws, image_size=self.image_size, image=self.backend.render(ws), info=info
-        )
+        image = self.backend.render(ws, self._generator)
+        return StartState(ws, self.image_size, image, info, dict(self._carried))
 
     # internals ------------------------------------------------------------------------
 

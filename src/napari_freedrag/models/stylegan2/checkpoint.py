@@ -296,3 +296,24 @@ def _check_finite(state_dict: dict, source: str) -> None:
             f"{source}: the weights {', '.join(bad[:3])}{more} contain NaN or inf; "
             "the file is damaged (download it again)"
         )
+
+
+def network_record(path, key: str) -> tuple[dict[str, torch.Tensor] | None, dict]:
+    """``(state_dict, init_kwargs)`` of another network in a snapshot pickle (e.g. ``"D"``).
+
+    ``(None, {})`` when the file holds no such network; no code in the file runs and the
+    same loading budget applies.
+    """
+    path = Path(path).expanduser()
+    budget = LoadBudget(path.name, path.stat().st_size)
+    records = _read(unpickle, path, budget)
+    record = records.get(key) if isinstance(records, dict) else None
+    if not isinstance(record, PersistentRecord):
+        return None, {}
+    kwargs = record.state.get("_init_kwargs", record.state.get("init_kwargs"))
+    if not isinstance(kwargs, dict):
+        raise ModelError(f"{path.name}: {key} has no readable constructor arguments")
+    state_dict: dict[str, torch.Tensor] = {}
+    _walk_module(record, "", state_dict, budget, [0])
+    _check_finite(state_dict, path.name)
+    return state_dict, plain_config(kwargs, path.name)
