@@ -105,7 +105,7 @@ def test_a_diffusion_model_hides_what_it_cannot_use(make_napari_viewer, qtbot):
     assert shown(w, w.source) and shown(w, w.prompt)
     w.model.value = "cells"
     qtbot.wait(10)
-    assert shown(w, w.seed) and not shown(w, w.source)
+    assert shown(w, w.seed) and shown(w, w.source) and not shown(w, w.prompt)
 
 
 def test_long_messages_wrap_and_the_dock_keeps_its_width(ready, qtbot):

@@ -30,8 +30,9 @@ TIPS = {
     "Change it and press New image to get another one. Default: 0.",
     "truncation": "How typical the drawn image is: lower values give safer, more average "
     "images, 1.0 gives the full variety (and more artefacts). Default: 0.7.",
-    "source": "Edit one of your own image layers instead of drawing one (latent-diffusion "
-    "models). The slice on screen is used; your layer is only read, never changed.",
+    "source": "Edit one of your own image layers instead of drawing one from the seed: a "
+    "latent-diffusion model inverts it, a StyleGAN2 model projects it (finds the closest "
+    "image it can draw). The slice on screen is used; your layer is only read, never changed.",
     "prompt": "A few words describing the real image; it helps the diffusion model "
     "reconstruct it. Leave empty if unsure.",
     "lora_steps": "Fine-tune the diffusion model on this image first, for a more faithful "

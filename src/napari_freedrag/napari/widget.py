@@ -54,7 +54,7 @@ PARAM_FIELDS = {"l": "l", "d": "d", "lr": "lr", "mask_weight": "mask_weight"}
 FREEDRAG_ONLY = ("l", "d")
 #: Fields that only a seeded model (StyleGAN2, analytic) uses / only latent diffusion uses.
 SEEDED_ONLY = ("seed", "truncation", "random_button")
-DIFFUSION_ONLY = ("source", "prompt", "lora_steps")
+DIFFUSION_ONLY = ("prompt", "lora_steps")
 
 
 class FreeDragWidget(RememberedFields, Container):
@@ -198,8 +198,6 @@ class FreeDragWidget(RememberedFields, Container):
     def new_image(self):
         """Load the model (once) and show a fresh image from the seed or the source layer."""
         source = None if self.source.value in (None, NO_SOURCE) else self.source.value
-        if not self._is_diffusion():
-            source = None
         return self._guarded(
             self.controller.new_image,
             self.backend if self.backend is not None else self.model_spec(),
