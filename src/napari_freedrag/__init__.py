@@ -25,6 +25,7 @@ _LAZY = {
     "DragResult": "napari_freedrag.engine.run",
     "StartState": "napari_freedrag.engine.protocol",
     "napari_drag": "napari_freedrag.napari.api",
+    "batch": "napari_freedrag.batching",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -22,6 +22,7 @@ PROG = "napari-freedrag"
 #: Subcommands whose options belong to another module: the rest of argv is passed on.
 PASSTHROUGH = {
     "bench": ("napari_freedrag.bench", "speed and accuracy, FreeDrag vs DragGAN"),
+    "batch": ("napari_freedrag.batching.command", "run a JSONL file of edits on Dask"),
     "train-cells": ("napari_freedrag.models.cells.train", "train the bundled cells StyleGAN2"),
 }
 EXIT_USAGE = 2
