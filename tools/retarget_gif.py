@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -80,8 +81,8 @@ def main(argv=None) -> int:
     widget.new_image()
     wait_idle()
     layers = widget.controller.layers
-    record = layers.records()[0]
-    handle = np.round(backend.centres(record.state.latent)[0].numpy(), 1)
+    edit = widget.controller.current_edit
+    handle = np.round(backend.centres(edit.state.latent)[0].numpy(), 1)
     first = handle + [0.0, 30.0]  # to the right first ...
     moved = handle + [30.0, 10.0]  # ... then the user drags the target down
     layers.set_points_from_image(L.HANDLES, [handle])
@@ -94,13 +95,14 @@ def main(argv=None) -> int:
     moved_at: list[int] = []
 
     def on_status(text: str) -> None:
-        if not text.startswith("step "):
+        running = re.match(r"running \w+: step (\d+) of", text)
+        if running is None:
             return
         frames.append(np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3])
-        step = int(text.split()[1].rstrip(":"))
+        step = int(running.group(1))
         if step >= args.move_at and not moved_at:  # the user drags the target elsewhere
             moved_at.append(step)
-            target = viewer.layers[L.TARGETS]  # as napari's select-mode mouse drag does
+            target = layers.get(L.TARGETS)  # as napari's select-mode mouse drag does
             target.selected_data = {0}
             target._move([0], target.data[0])
             target._move([0], target.world_to_data(layers.working.data_to_world(moved)))

@@ -220,11 +220,19 @@ def provenance_from_report(report: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
-def write_image(path: str | Path, rgb: np.ndarray, provenance: Mapping[str, Any]) -> Path:
+def write_image(
+    path: str | Path,
+    rgb: np.ndarray,
+    provenance: Mapping[str, Any],
+    *,
+    pixel_size: tuple[float, float] | None = None,
+    unit: str | None = None,
+) -> Path:
     """Write an edited image with its provenance inside the file (PNG or TIFF).
 
-    ``rgb`` is ``(H, W, 3)`` (or ``(H, W)``) uint8. The file says it is generated content
-    and carries ``provenance`` (model, instruction, parameters ...) as JSON.
+    PNG takes ``(H, W[, 3|4])`` uint8; TIFF also keeps uint16 and float32 (gray), with
+    ``pixel_size`` ``(row, col)`` in ``unit`` as ImageJ metadata. The file says it is
+    generated content and carries ``provenance`` (model, instruction, ...) as JSON.
     """
     from napari_freedrag import __version__
 
@@ -236,11 +244,14 @@ def write_image(path: str | Path, rgb: np.ndarray, provenance: Mapping[str, Any]
             "provenance record inside the file)"
         )
     image = np.asarray(rgb)
-    if image.dtype != np.uint8 or not (
-        image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))
+    tiff_gray = suffix != ".png" and image.ndim == 2 and image.dtype in TIFF_GRAY_DTYPES
+    if not tiff_gray and (
+        image.dtype != np.uint8
+        or not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4)))
     ):
         raise InputError(
-            f"write_image needs an (H, W, 3) uint8 image, got {image.shape} {image.dtype}"
+            f"cannot write a {_shape_text(image)} {image.dtype} image to {path.name}: PNG "
+            "takes uint8 gray or RGB; TIFF also takes uint16 or float32 gray (use .tif)"
         )
     record = {
         "generated_by": f"napari-freedrag {__version__}",
@@ -263,14 +274,24 @@ def write_image(path: str | Path, rgb: np.ndarray, provenance: Mapping[str, Any]
         else:
             import tifffile
 
+            metadata = {"Info": json.dumps(record)}
+            resolution = None
+            if pixel_size is not None:
+                resolution = (1.0 / float(pixel_size[1]), 1.0 / float(pixel_size[0]))
+                metadata["unit"] = unit or "pixel"
             tifffile.imwrite(
-                temp,
-                image,
-                description=json.dumps(record),
-                software="napari-freedrag",
-                metadata=None,
-            )
+                temp, image, imagej=True, resolution=resolution, metadata=metadata,
+                photometric="rgb" if image.ndim == 3 else "minisblack",
+            )  # fmt: skip
     return path
+
+
+#: Gray dtypes a TIFF keeps as they are (those ImageJ reads).
+TIFF_GRAY_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+
+
+def _shape_text(image: np.ndarray) -> str:
+    return "x".join(str(s) for s in image.shape)
 
 
 def read_provenance(path: str | Path) -> dict[str, Any]:
@@ -282,7 +303,7 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
-            text = tif.pages[0].description
+            text = (tif.imagej_metadata or {}).get("Info") or tif.pages[0].description
     else:
         from PIL import Image
 

@@ -35,12 +35,13 @@ def test_main_job_viewer_shows_the_bundled_model_image(qtbot):
 
     viewer, widget = open_viewer("cells", show=False, seed=2)
     try:
-        qtbot.waitUntil(lambda: "FreeDrag edits" in viewer.layers, timeout=60_000)
-        qtbot.waitUntil(lambda: not widget.controller.running, timeout=60_000)
-        for name in ("handles", "targets", "mask", "drag arrows", "FreeDrag edits"):
-            assert name in viewer.layers
-        image = viewer.layers["FreeDrag edits"].data[0]
+        controller = widget.controller
+        qtbot.waitUntil(lambda: len(controller.history) == 1, timeout=60_000)
+        qtbot.waitUntil(lambda: not controller.running, timeout=60_000)
+        for name in ("handles", "targets", "mask", "arrows", "result (generated)"):
+            assert f"FreeDrag {name}" in viewer.layers
+        image = controller.layers.working.data
         assert image.ndim == 3 and image.std() > 0
-        assert viewer.layers["FreeDrag edits"].metadata["edits"][0]["seed"] == 2
+        assert controller.current_edit.entry["seed"] == 2
     finally:
         viewer.close()

@@ -43,9 +43,15 @@ def test_installed_plugin_serves_the_top_level_manifest():
     manifest = manager.get_manifest("napari-freedrag")
     assert manifest.display_name == "FreeDrag"
     assert [w.display_name for w in manifest.contributions.widgets] == ["FreeDrag"]
-    assert [s.key for s in manifest.contributions.sample_data] == ["cells"]
+    assert [s.key for s in manifest.contributions.sample_data] == ["cells", "cells_stack"]
+    assert [w.command for w in manifest.contributions.writers] == ["napari-freedrag.write_tiff"]
     ids = {c.id for c in manifest.contributions.commands}
-    assert ids == {"napari-freedrag.make_freedrag_widget", "napari-freedrag.sample_cells"}
+    assert ids == {
+        "napari-freedrag.make_freedrag_widget",
+        "napari-freedrag.sample_cells",
+        "napari-freedrag.sample_cells_stack",
+        "napari-freedrag.write_tiff",
+    }
     source = yaml.safe_load(MANIFEST.read_text())
     assert manifest.name == source["name"] == "napari-freedrag"
 

@@ -7,6 +7,7 @@ model: these tests check what a user sees and presses, not picture quality.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def ready(make_napari_viewer, qtbot):
     w = dock(make_napari_viewer())
     w.new_image()
     wait_idle(qtbot, w)
-    assert L.EDITS in w.viewer.layers
+    assert len(w.controller.history) == 1 and w.controller.layers.working is not None
     return w
 
 
@@ -47,9 +48,15 @@ def place(w, handles, targets):
 
 
 def blob(w, k: int = 0) -> np.ndarray:
-    """The centre of blob ``k`` in the selected edit, image pixels."""
-    record = w.controller.layers.records()[w.controller.layers.selected_slice()]
-    return np.round(record.backend.centres(record.state.latent)[k].numpy(), 1)
+    """The centre of blob ``k`` in the current edit, image pixels."""
+    edit = w.controller.current_edit
+    return np.round(edit.backend.centres(edit.state.latent)[k].numpy(), 1)
+
+
+def step_shown(text: str) -> int:
+    """The step a running status line shows (0 for any other status)."""
+    running = re.match(r"running \w+: step (\d+) of", text)
+    return int(running.group(1)) if running else 0
 
 
 def towards_centre(point, distance: float) -> np.ndarray:
@@ -150,7 +157,7 @@ def test_settings_survive_close_and_reopen_and_method_switches(
 
     again.restore_defaults()
     assert again.seed.value == 0 and again.method.value == "freedrag"
-    preset = again.controller.layers.records()[0].backend.preset("freedrag", (64, 64))
+    preset = again.controller.history[0].backend.preset("freedrag", (64, 64))
     assert again.lr.value == pytest.approx(preset.lr)
     assert again.max_steps.value == preset.max_steps
 
@@ -185,15 +192,15 @@ def test_shortcuts_run_stop_undo_and_redo_through_real_key_presses(ready, qtbot)
     press(viewer, Qt.Key.Key_Return, ctrl)
     assert w.controller.running
     wait_idle(qtbot, w)
-    assert viewer.layers[L.EDITS].data.shape[0] == 2
+    assert len(w.controller.history) == 2
 
     w.max_steps.value = 5000
     w.preview_every.value = 1
     place(w, [handle], [towards_centre(handle, 20)])
     pressed = []
 
-    def user_presses_escape(text):  # as soon as the second step is on screen
-        if text.startswith("step 2:") and not pressed:
+    def user_presses_escape(text):  # as soon as the run is visibly under way
+        if step_shown(text) >= 2 and not pressed:
             pressed.append(text)
             press(viewer, Qt.Key.Key_Escape)
 
@@ -201,20 +208,20 @@ def test_shortcuts_run_stop_undo_and_redo_through_real_key_presses(ready, qtbot)
     press(viewer, Qt.Key.Key_Return, ctrl)
     assert w.controller.running
     wait_idle(qtbot, w)
-    entries = viewer.layers[L.EDITS].metadata["edits"]
-    assert pressed and len(entries) == 3 and entries[2]["stopped"]
+    history = w.controller.history
+    assert pressed and len(history) == 3 and history[2].entry["stopped"]
 
     press(viewer, Qt.Key.Key_Z, ctrl)
-    assert w.controller.layers.selected_slice() == 1
+    assert history.current_index == 1
     press(viewer, Qt.Key.Key_Z, ctrl)
     press(viewer, Qt.Key.Key_Z, ctrl)  # at the start: nothing happens, nothing is deleted
-    assert w.controller.layers.selected_slice() == 0
+    assert history.current_index == 0
     assert "nothing to undo" in w.status.value
-    assert viewer.layers[L.EDITS].data.shape[0] == 3
+    assert len(history) == 3
     press(viewer, Qt.Key.Key_Z, ctrl | shift)
     press(viewer, Qt.Key.Key_Z, ctrl | shift)
-    assert w.controller.layers.selected_slice() == 2
-    np.testing.assert_array_equal(viewer.layers[L.WORKING].data, viewer.layers[L.EDITS].data[2])
+    assert history.current_index == 2
+    np.testing.assert_array_equal(w.controller.layers.working.data, history[2].display())
 
 
 def test_compare_methods_makes_two_labelled_edits_side_by_side(ready, qtbot):
@@ -224,17 +231,18 @@ def test_compare_methods_makes_two_labelled_edits_side_by_side(ready, qtbot):
     w.max_steps.value = 40
     comparison = w.compare()
     qtbot.waitUntil(lambda: comparison.finished, timeout=60_000)
-    entries = viewer.layers[L.EDITS].metadata["edits"]
-    assert [e["method"] for e in entries[1:]] == ["freedrag", "draggan"]
-    assert [e["parent"] for e in entries[1:]] == [0, 0]
-    assert entries[1]["instruction"]["handles"] == entries[2]["instruction"]["handles"]
+    edits = list(w.controller.history)[1:]
+    assert [e.entry["method"] for e in edits] == [e.label for e in edits] == ["freedrag", "draggan"]
+    assert [e.parent for e in edits] == [0, 0]
+    assert edits[0].entry["instruction"]["handles"] == edits[1].entry["instruction"]["handles"]
     assert comparison.slices == {"freedrag": 1, "draggan": 2}
     from napari_freedrag.napari.compare import COMPARISON
 
     panel = viewer.layers[COMPARISON]
-    width = viewer.layers[L.EDITS].data.shape[2]
-    np.testing.assert_array_equal(panel.data[:, :width], viewer.layers[L.EDITS].data[1])
-    np.testing.assert_array_equal(panel.data[:, -width:], viewer.layers[L.EDITS].data[2])
+    width = edits[0].display().shape[1]
+    np.testing.assert_array_equal(panel.data[:, :width], edits[0].display())
+    np.testing.assert_array_equal(panel.data[:, -width:], edits[1].display())
+    assert not w.controller.is_source(panel)  # generated: never offered as a source image
     assert panel.translate[-1] >= width  # beside the working image, not over it
     assert "FreeDrag = edit 1, DragGAN = edit 2" in w.status.value
 
@@ -253,7 +261,7 @@ def test_save_movie_writes_the_preview_frames_at_the_chosen_rate(ready, qtbot, t
     w.fps.value = 4
     path = w.save_movie()
     frames = iio.imread(path, index=None)
-    assert len(frames) == len(w.controller.layers.get(L.FRAMES).data) >= 2
+    assert len(frames) == len(w.controller.frames()) >= 2
     assert iio.immeta(path, index=0)["duration"] == pytest.approx(250, abs=10)
     assert "saved movie" in w.status.value
     w.movie_path.value = tmp_path / "run.mp4"  # imageio-ffmpeg (the 'movie' extra)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_freedrag._tests.test_napari_widget import notes  # noqa: F401 (fixture)
-from napari_freedrag._tests.test_widget_native import blob, dock, place, wait_idle
+from napari_freedrag._tests.test_widget_native import blob, dock, place, step_shown, wait_idle
 from napari_freedrag.napari import layers as L
 
 pytestmark = pytest.mark.napari
@@ -35,9 +35,9 @@ def test_moving_a_target_during_a_run_redirects_the_drag(make_napari_viewer, qtb
     moved = []
 
     def user_drags_the_target(text):  # once the run is visibly under way
-        if text.startswith("step 3:") and not moved:
+        if step_shown(text) >= 3 and not moved:
             moved.append(text)
-            layer = w.viewer.layers[L.TARGETS]  # as napari's select-mode mouse drag does:
+            layer = w.controller.layers.get(L.TARGETS)  # as napari's select-mode mouse drag does:
             layer.selected_data = {0}
             layer._move([0], layer.data[0])  # press on the point
             layer._move([0], layer.world_to_data(w.controller.layers.working.data_to_world(new)))
@@ -48,13 +48,15 @@ def test_moving_a_target_during_a_run_redirects_the_drag(make_napari_viewer, qtb
     wait_idle(qtbot, w)
     assert moved, "the run ended before the target could be moved"
     final = w.controller.layers.points_in_image(L.HANDLES)[0]
-    entry = w.viewer.layers[L.EDITS].metadata["edits"][-1]
+    entry = w.controller.history[-1].entry
     assert np.linalg.norm(final - new) < 3 < np.linalg.norm(final - old) - 8
     np.testing.assert_allclose(entry["final_targets"], [new], atol=0.01)
     assert entry["target_changes"], "the provenance does not say the target moved"
     # the arrow ends at the moved target
-    arrow = w.viewer.layers[L.ARROWS].data[0]
-    np.testing.assert_allclose(arrow[0] + arrow[1], w.viewer.layers[L.TARGETS].data[0], atol=0.01)
+    arrow = w.controller.layers.get(L.ARROWS).data[0]
+    np.testing.assert_allclose(
+        arrow[0] + arrow[1], w.controller.layers.get(L.TARGETS).data[0], atol=0.01
+    )
     assert "content moved" in w.status.value
 
 
@@ -73,11 +75,12 @@ def test_adding_a_target_during_a_run_is_refused_with_one_message(
     w.max_steps.value, w.preview_every.value = 1000, 0
 
     def user_adds_a_target(text):
-        if text.startswith("step 3:") and len(w.viewer.layers[L.TARGETS].data) == 1:
-            w.viewer.layers[L.TARGETS].add([[10.0, 10.0]])
+        targets = w.controller.layers.get(L.TARGETS)
+        if step_shown(text) >= 3 and len(targets.data) == 1:
+            targets.add([[10.0, 10.0]])
 
     w.controller.status.connect(user_adds_a_target)
     w.run()
     wait_idle(qtbot, w)
     assert len(notes) == 1 and "target" in notes[0]
-    assert w.viewer.layers[L.EDITS].data.shape[0] == 2  # the run went on and kept its edit
+    assert len(w.controller.history) == 2  # the run went on and kept its edit

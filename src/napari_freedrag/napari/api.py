@@ -17,30 +17,37 @@ def napari_drag(
     method: str = "freedrag",
     wait: bool = True,
     *,
+    source=None,
     truncation: float = 0.7,
     device: str = "auto",
     new_image: bool | None = None,
     max_steps: int | None = None,
     preview_every: int | None = None,
     keep_frames: bool = False,
+    prompt: str = "",
+    lora_steps: int = 0,
     **params,
 ):
-    """Drag ``handles`` to ``targets`` in ``viewer``, through the same layers as the widget.
+    """Drag ``handles`` to ``targets`` in ``viewer``, through the same controller as the widget.
 
+    ``source``: a user's Image layer to edit (its plane on screen; the layer is only read;
+    needs a model that can invert an image, e.g. ``ldm:PATH``).  ``source=None`` samples
+    from ``seed`` (StyleGAN2 models) when the viewer has no working image yet or when
+    ``new_image=True``; otherwise the edit continues from the current edit.
     ``handles`` / ``targets``: ``[[row, col], ...]`` in image pixels (None = use the points
-    already in the ``handles`` / ``targets`` layers).  ``mask``: ``(H, W)`` array, nonzero =
-    may change (None = no mask).  ``model`` is a MODEL string as for the CLI, or a backend
-    object.  A new image is made from ``seed`` when the viewer has none yet (or when
-    ``new_image=True``); otherwise the edit continues from the selected ``FreeDrag edits``
-    slice.  ``params`` override the preset (``l``, ``d``, ``lr``, ...).
+    in the "FreeDrag handles" / "FreeDrag targets" layers).  ``mask``: ``(H, W)`` array,
+    nonzero = may change (None = no mask).  ``params`` override the preset (``l``, ``lr``…).
 
-    Returns the ``DragResult`` (``wait=True``, in the calling thread, which must be the
-    main thread) or the running napari worker (``wait=False``; connect to ``returned``).
-    Raises :class:`~napari_freedrag.errors.FreeDragError` for bad input, changing nothing.
+    Returns the ``DragResult`` (``wait=True``, in the main thread) or the running napari
+    worker (``wait=False``; connect to ``returned``).  Bad input raises
+    :class:`~napari_freedrag.errors.FreeDragError`, changing nothing.
     """
     controller = controller_for(viewer)
-    if new_image or (new_image is None and not controller.layers.records()):
-        controller.new_image(model, seed, truncation, device=device, wait=True)
+    if source is not None or new_image or (new_image is None and not len(controller.history)):
+        controller.new_image(
+            model, seed, truncation, device=device, source=source, prompt=prompt,
+            lora_steps=lora_steps, wait=True,
+        )  # fmt: skip
     return controller.run(
         method=method,
         handles=handles,

@@ -18,6 +18,8 @@ from napari_freedrag.napari.runner import notify_error
 METHODS = ("freedrag", "draggan")
 TITLES = {"freedrag": "FreeDrag", "draggan": "DragGAN"}
 COMPARISON = "FreeDrag | DragGAN (generated)"
+#: Its role in the layer metadata: generated, so never offered as a source image.
+COMPARISON_ROLE = "comparison"
 #: Empty columns between the two panels, as a fraction of the image width.
 GAP = 0.05
 
@@ -38,21 +40,21 @@ def compare_methods(controller, settings: dict, params: dict[str, dict]) -> Comp
     that method's own knobs.  Bad points raise :class:`~napari_freedrag.errors.InputError`
     before anything runs, as a plain Run does.
     """
-    comparison = Comparison(parent=controller.layers.selected_slice())
+    comparison = Comparison(parent=controller.history.current_index)
     handles = controller.layers.points_in_image(L.HANDLES)
     targets = controller.layers.points_in_image(L.TARGETS)
 
     def start(index: int) -> None:
         method = METHODS[index]
-        controller.layers.select_slice(comparison.parent)
-        before = len(controller.layers.records())
+        controller.select_edit(comparison.parent)
+        before = len(controller.history)
         worker = controller.run(
             method=method, handles=handles, targets=targets, **settings, **params[method]
         )
 
         def finished():
-            if len(controller.layers.records()) > before:
-                comparison.slices[method] = len(controller.layers.records()) - 1
+            if len(controller.history) > before:
+                comparison.slices[method] = len(controller.history) - 1
             if method not in comparison.slices or index + 1 == len(METHODS):
                 _show(controller, comparison)
                 return
@@ -71,32 +73,34 @@ def compare_methods(controller, settings: dict, params: dict[str, dict]) -> Comp
 def _show(controller, comparison: Comparison) -> None:
     """The two results side by side, right of the working image; a status naming both."""
     comparison.finished = True
-    layers, viewer = controller.layers, controller.viewer
+    viewer = controller.viewer
     if len(comparison.slices) < len(METHODS):
         controller.status.emit("compare: stopped before both methods ran; kept what finished")
         return
-    panels = [np.asarray(layers.edits.data[comparison.slices[m]]) for m in METHODS]
+    edits = [controller.history[comparison.slices[m]] for m in METHODS]
+    panels = [edit.display() for edit in edits]
     width = panels[0].shape[1]
     gap = np.zeros((panels[0].shape[0], max(1, round(GAP * width)), *panels[0].shape[2:]))
     image = np.concatenate([panels[0], gap.astype(panels[0].dtype), panels[1]], axis=1)
-    (scale, translate), edits = layers.geometry(), layers.edits
-    offset = (0.0, (width + gap.shape[1]) * scale[1])
-    old = layers.get(COMPARISON)
+    form = edits[0].form
+    where = form.placement.layer_kwargs()
+    where["translate"] = np.array(where["translate"], dtype=float)
+    where["translate"][-1] += (width + gap.shape[1]) * form.placement.scale[-1]
+    old = next((x for x in viewer.layers if L.role_of(x) == COMPARISON_ROLE), None)
     if old is not None:
         viewer.layers.remove(old)
-    look = {"rgb": edits.rgb}
-    if not edits.rgb:
-        look.update(contrast_limits=edits.contrast_limits, colormap=edits.colormap)
+    look = {"rgb": True} if form.rgb else {"rgb": False, "colormap": form.colormap}
+    if not form.rgb and form.contrast_limits is not None:
+        look["contrast_limits"] = form.contrast_limits
     viewer.add_image(
-        image,
+        form.placement.lead(image),
         name=COMPARISON,
-        scale=scale,
-        translate=tuple(np.add(translate, offset)),
-        metadata={"generated": True, "edits": dict(comparison.slices)},
+        metadata={L.MARKER: COMPARISON_ROLE, "generated": True, "edits": dict(comparison.slices)},
         **look,
+        **where,
     )
     viewer.layers.move(len(viewer.layers) - 1, 0)  # below everything: clicks go to the points
-    layers.select_slice(comparison.slices[METHODS[-1]])
+    controller.select_edit(comparison.slices[METHODS[-1]])
     viewer.reset_view()
     shown = ", ".join(f"{TITLES[m]} = edit {comparison.slices[m]}" for m in METHODS)
     controller.status.emit(f"compared from edit {comparison.parent}: {shown} (right: side by side)")

@@ -1,4 +1,4 @@
-"""Export a run's preview frames (the ``FreeDrag frames`` layer) as PNG files or a movie."""
+"""Export a run's preview frames (``DragController.frames()``) as PNG files or a movie."""
 
 from __future__ import annotations
 
@@ -11,17 +11,14 @@ from napari_freedrag.errors import InputError
 MOVIE_SUFFIXES = (".gif", ".mp4", ".webp", ".avi", ".mov")
 
 
-def export_frames(frames, path, fps: float = 10.0) -> Path:
-    """Write ``frames`` (a ``(T, H, W, 3)`` array or an Image layer) to ``path``.
+def export_frames(frames, path, fps: float = 10.0, provenance: dict | None = None) -> Path:
+    """Write ``frames`` (a ``(T, H, W, 3)`` uint8 array) to ``path``.
 
-    A folder gets ``frame_0000.png`` ... each carrying the edit's provenance (the layer
-    metadata); a ``.gif`` / ``.mp4`` name gets one movie through imageio (``.mp4`` needs
-    imageio's ffmpeg or pyav plugin installed).
+    A folder gets ``frame_0000.png`` ... each carrying ``provenance`` (the edit's entry);
+    a ``.gif`` / ``.mp4`` name gets one movie through imageio (``.mp4`` needs imageio's
+    ffmpeg or pyav plugin installed).
     """
-    metadata = dict(getattr(frames, "metadata", {}) or {})
-    data = np.asarray(getattr(frames, "data", frames))
-    if data.ndim == 5 and data.shape[1] == 1:  # the frames layer: (T, 1 edit, H, W, 3)
-        data = data[:, 0]
+    data = np.asarray(frames)
     if data.ndim != 4 or data.shape[-1] != 3 or data.dtype != np.uint8 or len(data) == 0:
         raise InputError(
             f"frames must be a (T, H, W, 3) uint8 stack with at least one frame, got "
@@ -52,7 +49,7 @@ def export_frames(frames, path, fps: float = 10.0) -> Path:
         )
     from napari_freedrag.io import write_image
 
-    provenance = dict(metadata.get("edit", {}))
+    provenance = dict(provenance or {})
     for index, frame in enumerate(data):
         write_image(path / f"frame_{index:04d}.png", frame, {**provenance, "frame": index})
     return path

@@ -1,123 +1,89 @@
-"""The controller behind the dock widget and ``napari_drag``: one place that runs edits.
+"""The one FreeDrag controller of a viewer: its edit history, owned layers and running job.
 
-Work runs in a napari ``thread_worker`` over the engine's step generator; layers are
-touched only in the ``yielded`` / ``returned`` / ``errored`` callbacks, which napari
-delivers in the main thread.  Scripts can ask for a synchronous run (``wait=True``) that
-calls the same callbacks in the caller's thread, so both paths change the same layers in
-the same way.
+The widget, the console's ``napari_drag`` and the File menu all act through it.  Work
+(model loading, inversion, the drag) runs in a napari ``thread_worker``; layers are touched
+only in the main thread.  Scripts can ask for a synchronous run (``wait=True``).
 
-A failed run (bad input, a model error, a crash in the worker) leaves every layer as it
-was before Run: input is checked before the worker starts, and the live preview is rolled
-back if the worker fails.
+A user's layers are only ever read; a failed run changes nothing; a finished edit lands
+in :attr:`DragController.history` even when the layers showing it were deleted meanwhile.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 from psygnal import Signal
 
-from napari_freedrag.errors import FreeDragError, InputError, ModelError
-from napari_freedrag.io import jsonable
+from napari_freedrag.errors import FreeDragError, InputError
+from napari_freedrag.napari import job as J
 from napari_freedrag.napari import layers as L
+from napari_freedrag.napari.history import (
+    Edit,
+    EditHistory,
+    from_model,
+    resize_mask,
+    to_model,
+    zoom_of,
+)
+from napari_freedrag.napari.notify import notify_error, one_line
+from napari_freedrag.napari.source import plan_start, sample_marker
 
-log = logging.getLogger(__name__)
-
-#: Seconds between progress-bar updates (each one makes napari process pending Qt events).
-PROGRESS_INTERVAL_S = 0.2
-#: A mask argument meaning "read the painted ``mask`` layer".
+#: A mask argument meaning "read the painted mask layer".
 FROM_LAYER = "layer"
-
-
-@dataclass
-class _Job:
-    """Everything one Run needs, checked in the main thread before any work starts."""
-
-    record: L.EditRecord
-    parent: int
-    handles: np.ndarray
-    targets: np.ndarray
-    mask: np.ndarray | None
-    method: str
-    max_steps: int | None
-    preview_every: int | None
-    params: dict[str, Any]
-    keep_frames: bool
-    steps: Any = None  # the engine's step generator
-    frames: list[np.ndarray] = field(default_factory=list)
-    started: float = 0.0
-    snapshot: dict[str, Any] = field(default_factory=dict)
-    progress: Any = None
-    shown_step: int = 0
-    bar_updated: float = 0.0
-    finished: bool = False
-
-
-_CONTROLLERS: weakref.WeakKeyDictionary[Any, DragController] = weakref.WeakKeyDictionary()
+#: Loaded models kept per viewer (least recently used dropped first).
+MODEL_CACHE_SIZE = 2
+_ATTRIBUTE = "_napari_freedrag_controller"
 
 
 def unwrap_viewer(viewer):
-    """The real viewer behind the ``PublicOnlyProxy`` napari hands plugin widgets.
-
-    Layers reached through the proxy are new proxy objects each time, so anything keyed
-    by layer identity (the edit records) must work on the real viewer.
-    """
+    """The real viewer behind the ``PublicOnlyProxy`` napari hands plugin widgets."""
     return getattr(viewer, "__wrapped__", viewer)
 
 
 def controller_for(viewer) -> DragController:
-    """The one controller of ``viewer``, shared by its widget(s) and ``napari_drag``.
+    """The one controller of ``viewer``, kept on its window (it lives as long as the window).
 
-    One per viewer means a reopened widget finds the running drag and the loaded models,
-    and no second set of event connections piles up.
+    One per viewer means a reopened widget finds the history, the running drag and the
+    loaded models, and no second set of event connections piles up.
     """
     viewer = unwrap_viewer(viewer)
-    controller = _CONTROLLERS.get(viewer)
+    window = getattr(viewer, "window", None)
+    if window is None:
+        raise InputError("FreeDrag needs a napari.Viewer (with a window), not a bare model")
+    controller = getattr(window, _ATTRIBUTE, None)
     if controller is None:
-        controller = _CONTROLLERS[viewer] = DragController(viewer)
+        controller = DragController(viewer)
+        setattr(window, _ATTRIBUTE, controller)
     return controller
 
 
-@dataclass
-class _Failure:
-    """An exception handed out of a worker as its return value.
-
-    superqt drops a ``RuntimeError`` raised inside a worker (it takes it for a deleted Qt
-    object) without emitting ``errored`` or ``finished``; torch raises RuntimeErrors
-    (out of memory among them), so every error travels as a value instead.
-    """
-
-    error: Exception
-
-
 class DragController:
-    """Loads models, makes starting images and runs drags on one viewer's owned layers.
+    """Loads models, makes working images, runs drags and keeps every edit of one viewer."""
 
-    It holds its viewer weakly, so closing the viewer frees it (and everything it cached).
-    """
-
-    #: A one-line status for the widget (step, distance left, s/step, outcome).
+    #: A one-line status (loading…, step, outcome, saved…).
     status = Signal(str)
-    #: True while a model loads or a drag runs (the widget disables Run).
+    #: True while a model loads or a drag runs.
     busy = Signal(bool)
-    #: A new starting image is shown: ``(backend, (H, W))`` (the widget shows its preset).
+    #: ``(step, total)`` while a drag runs, at the display rate.
+    progress = Signal(int, int)
+    #: A new working image is shown: ``(backend, (H, W))`` (the widget shows its preset).
     image_ready = Signal(object, object)
 
     def __init__(self, viewer):
         self._viewer = weakref.ref(viewer)
         self.layers = L.OwnedLayers(viewer)
-        self.layers.reconnect()
+        self.history = EditHistory()
+        self._models: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._stop = threading.Event()
         self._busy = False
-        self._job: _Job | None = None  # the drag running now (or last)
-        self._backends: dict[tuple[str, str], Any] = {}
-        viewer.dims.events.point.connect(self._on_slice_changed)
+        self._job: J.Job | None = None
+        self._sample = None  # a FreeDrag sample just opened, to adopt as the working image
+        viewer.layers.events.inserted.connect(self._on_layer_inserted)
 
     @property
     def viewer(self):
@@ -127,55 +93,65 @@ class DragController:
     def running(self) -> bool:
         return self._busy
 
-    def stop(self) -> None:
-        """Ask the running drag to stop after its current step (the engine honours it)."""
-        self._stop.set()
+    @property
+    def current_edit(self) -> Edit | None:
+        return self.history.current
+
+    @property
+    def active_run(self):
+        """The engine's DragRun of the drag in progress (None when idle): live targets."""
+        return None if self._job is None else self._job.steps
 
     def retarget(self, targets) -> None:
-        """Give the running drag new targets (image pixels); it takes them at its next
-        decision.  Raises InputError for targets the run cannot take (count, bounds)."""
-        job = self._job
-        if job is not None and not job.finished and not job.steps.finished:
-            job.steps.targets.set(targets)
+        """Give the running drag new targets (working-image pixels); it takes them at its
+        next decision.  Raises InputError for targets the run cannot take (count, bounds)."""
+        run = self.active_run
+        if run is not None and not run.finished:
+            run.targets.set(to_model(targets, zoom_of(self._job.edit)))
 
-    # ----------------------------------------------------------------- history
-    def undo(self) -> int | None:
-        """Show the edit the selected one was made from; nothing is deleted.  Its index."""
-        entries = self._history()
-        parent = entries[self.layers.selected_slice()].get("parent") if entries else None
-        return self._go_to(parent, "nothing to undo: this is the starting image")
-
-    def redo(self) -> int | None:
-        """Show the latest edit made from the selected one (what Undo came back from)."""
-        current = self.layers.selected_slice()
-        children = [e["slice"] for e in self._history() if e.get("parent") == current]
-        return self._go_to(max(children, default=None), "nothing to redo from this edit")
-
-    def _history(self) -> list[dict]:
-        self._refuse_if_busy()
-        edits = self.layers.edits
-        return list(edits.metadata.get("edits", [])) if edits is not None else []
-
-    def _go_to(self, index: int | None, nothing: str) -> int | None:
-        if index is None:
-            self.status.emit(nothing)
-            return None
-        self.layers.select_slice(index)
-        entry = self._history()[index]
-        label = entry.get("method") if entry.get("instruction") else "starting image"
-        self.status.emit(f"showing edit {index} ({label}); Run continues from it")
-        return index
-
-    # ------------------------------------------------------------------ models
+    # ---------------------------------------------------------------- models
     def backend_for(self, model: str, device: str = "auto"):
-        """The backend for a MODEL string, loaded once per (model, device)."""
+        """The backend for a MODEL string; the last MODEL_CACHE_SIZE loaded are kept."""
         key = (str(model), str(device))
-        if key not in self._backends:
-            from napari_freedrag.models.registry import load_generator
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        from napari_freedrag.models.registry import load_generator
 
-            self._backends[key] = load_generator(str(model), device=device)
-        return self._backends[key]
+        backend = load_generator(str(model), device=device)
+        self._models[key] = backend
+        while len(self._models) > MODEL_CACHE_SIZE:
+            self._models.popitem(last=False)
+        return backend
 
+    def is_source(self, layer) -> bool:
+        """Whether ``layer`` can be a source image: a user's image (or a FreeDrag sample)."""
+        from napari.layers import Image
+
+        return isinstance(layer, Image) and L.role_of(layer) is None and not self.layers.owns(layer)
+
+    def _on_layer_inserted(self, event=None) -> None:
+        """File > Open Sample: the (newest) sample becomes the working image."""
+        layer = getattr(event, "value", None)
+        if sample_marker(layer) is None:
+            return
+        from qtpy.QtCore import QTimer
+
+        if self._sample is None:
+            QTimer.singleShot(0, self._adopt_sample)
+        self._sample = layer
+
+    def _adopt_sample(self) -> None:
+        layer, self._sample = self._sample, None
+        viewer = self.viewer
+        if self._busy or viewer is None or not any(x is layer for x in viewer.layers):
+            return
+        try:
+            self.new_image(source=layer)
+        except FreeDragError as exc:
+            notify_error(exc)
+
+    # ------------------------------------------------------------- new image
     def new_image(
         self,
         model: str | Any = "cells",
@@ -188,83 +164,49 @@ class DragController:
         lora_steps: int = 0,
         wait: bool = False,
     ):
-        """Start a fresh ``FreeDrag edits`` stack from a seed or from a source image layer.
+        """Show a fresh working image, from a seed or from the plane of ``source`` on screen.
 
-        ``model`` is a MODEL string or a backend object (tests, scripts).  ``source`` is a
-        napari Image layer: its shown 2D slice is inverted or projected (StyleGAN2) and the
-        results keep its scale and translate.
+        New image clears the handles, targets and mask (they belong to the image they were
+        drawn on).  ``source`` is only read.  Returns the worker, or the Edit (``wait``).
         """
         self._refuse_if_busy()
-        self._stop.clear()
-        rgb, info = self._source_pixels(source) if source is not None else (None, None)
+        plan = plan_start(source, self.viewer.dims.point, model, seed, truncation)
+        self.status.emit("loading the model…")
 
         def load():
-            backend = model if not isinstance(model, str) else self.backend_for(model, device)
-            if rgb is None:
-                state = backend.sample(int(seed), truncation=float(truncation))
-            elif hasattr(backend, "invert"):
-                # StyleGAN2 projection honours Stop; the state reached so far is shown.
-                stop = {"stop": self._stop} if backend.kind == "stylegan2" else {}
-                state = backend.invert(rgb, prompt=prompt, lora_steps=int(lora_steps), **stop)
-            else:
-                raise ModelError(
-                    f"model {backend.name!r} cannot edit a real image; choose a StyleGAN2 or "
-                    "latent-diffusion model, or set 'source image' to none to sample from a seed"
-                )
-            return backend, state, start_image(backend, state)
+            backend = plan.model
+            if isinstance(backend, str):
+                backend = self.backend_for(backend, device)
+            return backend, plan.start(backend, prompt, lora_steps, stop=self._stop)
 
-        def shown(out):
-            backend, state, first = out
-            geometry = form = None
-            if source is not None:  # cover the source's extent, whatever size the model used
-                zoom = np.array(info.size) / np.array(first.shape[:2])
-                geometry = (
-                    tuple(np.array(source.scale[-2:]) * zoom),
-                    tuple(source.translate[-2:]),
-                )
-                if tuple(state.image_size) == info.size and not source.rgb:
-                    colormap = getattr(source.colormap, "name", "gray")
-                    form = L.SourceForm(info, tuple(source.contrast_limits), colormap)
-            entry = {
-                "generated": True,
-                "model": backend.name,
-                "kind": backend.kind,
-                "device": str(backend.device),
-                "seed": None if source is not None else int(seed),
-                "truncation": None if source is not None else float(truncation),
-                "source": None if source is None else source.name,
-                "instruction": None,
-                **jsonable({"info": state.info}),
-            }
-            record = L.EditRecord(state, backend)
-            self.layers.start_stack(first, entry, record, geometry, form)
-            origin = f"from '{source.name}'" if source is not None else f"seed {seed}"
-            projected = state.info.get("projection")
-            if projected:
-                origin += (f", projected ({projected['mode']}, {projected['steps']} steps): PSNR "
-                           f"{projected['psnr']:.1f} dB, SSIM {projected['ssim']:.2f}")  # fmt: skip
-            self.status.emit(f"{backend.name}: new image {origin}")
-            self.image_ready.emit(backend, tuple(first.shape[:2]))
+        def shown(out) -> Edit:
+            backend, state = out
+            edit = plan.edit(backend, state)
+            replaced = self.layers.placement != edit.form.placement
+            self._show_current(self.history.append(edit))
+            self.layers.clear_points()
+            mask = self.layers.get(L.MASK)
+            if mask is not None and np.any(mask.data):
+                mask.data = np.zeros_like(mask.data)
+            if replaced:
+                self.viewer.reset_view()
+            number = len(self.history) - 1
+            self.status.emit(
+                f"{backend.name}: new image from {plan.origin(state)} (edit {number});"
+                " points cleared: click a handle, then its target"
+            )
+            self.image_ready.emit(backend, tuple(int(s) for s in state.image_size))
+            return edit
 
         if wait:
-            shown(load())
-            return self.layers.edits
-        return self._start_worker(load, returned=shown, description="loading model")
+            self._set_busy(True)
+            try:
+                return shown(load())
+            finally:
+                self._set_busy(False)
+        return self._start_worker(load, shown)
 
-    def _source_pixels(self, source):
-        """The 2D slice of ``source`` on screen as model RGB, and how to map results back.
-
-        The layer's contrast limits set the value range, so what the model sees is what the
-        user sees; the layer itself is only read.
-        """
-        from napari_freedrag.imaging import slice_index, take_slice, to_model_rgb
-
-        step = np.round(source.world_to_data(self.viewer.dims.point)).astype(int)
-        index = slice_index(source.data.shape, tuple(step), rgb=source.rgb)
-        value_range = None if source.rgb else tuple(source.contrast_limits)
-        return to_model_rgb(take_slice(source.data, index), value_range=value_range)
-
-    # -------------------------------------------------------------------- drag
+    # ------------------------------------------------------------------ drag
     def run(
         self,
         *,
@@ -278,312 +220,208 @@ class DragController:
         wait: bool = False,
         **params,
     ):
-        """Drag from the selected ``FreeDrag edits`` slice.
+        """Drag from the current edit; a finished run appends an edit and shows it.
 
-        ``handles`` / ``targets`` in image pixels ``(row, col)`` replace the points layers
-        (None = read them); ``mask`` is an array, None (no mask) or ``FROM_LAYER``.
-        Returns the worker, or the DragResult when ``wait=True``.
-        Raises :class:`FreeDragError` for bad input before anything changes.
+        ``handles`` / ``targets`` in working-image pixels ``(row, col)`` replace the points
+        layers (None = read them); ``mask`` is an array, None (no mask) or FROM_LAYER.
+        Returns the worker, or the DragResult when ``wait=True``.  Bad input raises
+        :class:`FreeDragError` (the engine's one check) before anything changes.
         """
         job = self._prepare(method, handles, targets, mask, max_steps, preview_every, params)
         job.keep_frames = keep_frames
         if handles is not None:
-            self.layers.set_points_from_image(L.HANDLES, job.handles)
+            self.layers.set_points_from_image(L.HANDLES, handles)
         if targets is not None:
-            self.layers.set_points_from_image(L.TARGETS, job.targets)
-        return self._run_sync(job) if wait else self._run_async(job)
-
-    def _prepare(self, method, handles, targets, mask, max_steps, preview_every, params) -> _Job:
-        self._refuse_if_busy()
-        records = self.layers.records()
-        if not records:
-            raise InputError("there is no image to edit yet: press 'New image' first")
-        self.layers.repair()
-        parent = self.layers.selected_slice()
-        record = records[parent]
-        size = tuple(int(s) for s in record.state.image_size)
-        if handles is None:
-            handles = self.layers.points_in_image(L.HANDLES)
-        if targets is None:
-            targets = self.layers.points_in_image(L.TARGETS)
-        handles, targets = check_points(handles, targets, size)
-        if isinstance(mask, str) and mask == FROM_LAYER:
-            mask = self.layers.mask_array(size)
-        else:
-            mask = L.check_mask(mask, size)
-        job = _Job(
-            record, parent, handles, targets, mask, method, max_steps, preview_every,
-            params, keep_frames=False,
-        )  # fmt: skip
-        from napari_freedrag.engine.run import drag_steps
-
-        # The engine checks its arguments when called, before the first step: a bad
-        # parameter is reported here, in the main thread, with nothing changed yet.
-        job.steps = drag_steps(
-            record.backend, record.state, handles, targets, mask, method,
-            max_steps=max_steps, preview_every=preview_every, stop=self._stop, **params,
-        )  # fmt: skip
-        return job
-
-    def _refuse_if_busy(self):
-        if self._busy:
-            raise InputError("FreeDrag is already running: wait for it to finish or press Stop")
-
-    @staticmethod
-    def _steps(job: _Job):
-        try:
-            yield from job.steps
-            return job.steps.result
-        except Exception as exc:
-            return _Failure(exc)
-
-    def _begin(self, job: _Job):
-        from napari.utils import progress
-
+            self.layers.set_points_from_image(L.TARGETS, targets)
         self._stop.clear()
         self._job = job
         self._set_busy(True)
-        handles_layer = self.layers.get(L.HANDLES)
-        job.snapshot = {
-            "handles": np.array(handles_layer.data, copy=True),
-            "working": np.array(self.layers.working.data, copy=True),
-        }
-        job.started = time.perf_counter()
-        total = job.steps.settings.max_steps  # the run's resolved preset (computed once)
-        job.progress = progress(total=total, desc=f"FreeDrag ({job.method})")
+        self.status.emit(f"running {method}… (step 0 of {job.total})")
+        return self._run_sync(job) if wait else self._run_async(job)
 
-    def _on_step(self, job: _Job, step) -> None:
-        """Show one step.  Finishes its layer work before touching the progress bar, whose
-        update lets Qt deliver the next queued steps (napari's bar processes events)."""
-        if job.finished or step.index <= job.shown_step:
+    def _prepare(self, method, handles, targets, mask, max_steps, preview_every, params) -> J.Job:
+        self._refuse_if_busy()
+        edit = self.history.current
+        if edit is None:
+            raise InputError("there is no image to edit yet: press 'New image' first")
+        if max_steps is not None and not isinstance(max_steps, bool) and max_steps == 0:
+            raise InputError("max steps is 0, so Run would change nothing: set 1 or more")
+        if self.layers.working is None or self.layers.placement != edit.form.placement:
+            self._show_current(self.history.current_index)  # re-create what was deleted
+        else:
+            self.layers.ensure_overlays()
+        zoom = zoom_of(edit)
+        handles = self.layers.points_in_image(L.HANDLES) if handles is None else handles
+        targets = self.layers.points_in_image(L.TARGETS) if targets is None else targets
+        if isinstance(mask, str) and mask == FROM_LAYER:
+            mask = resize_mask(self.layers.mask_array(), edit)
+        from napari_freedrag.engine.run import drag_steps
+
+        model_handles, model_targets = to_model(handles, zoom), to_model(targets, zoom)
+        # The engine checks points, mask and parameters when called: bad input is
+        # reported here, in the main thread, with nothing changed yet.
+        steps = drag_steps(
+            edit.backend, edit.state, model_handles, model_targets, mask, method,
+            max_steps=max_steps, preview_every=preview_every, stop=self._stop, **params,
+        )  # fmt: skip
+        total = int(steps.settings.max_steps)
+        return J.Job(
+            self.history.current_index, edit, np.asarray(model_handles, float).reshape(-1, 2),
+            np.asarray(model_targets, float).reshape(-1, 2), mask, method, total, False, steps,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop after the step being computed; the newest step is shown at once."""
+        self._stop.set()
+        job = self._job
+        if job is not None and not job.finished and job.received is not None:
+            self._show_step(job)
+            self.status.emit(f"stopping after step {job.received.index}…")
+
+    def _show_step(self, job: J.Job) -> None:
+        """Show the newest step received (points, preview, status, progress)."""
+        step = job.received
+        if job.finished or step is None or self.viewer is None:
             return
+        job.shown_at = time.perf_counter()
         job.shown_step = step.index
-        if step.image is not None:
-            self.layers.show_image(step.image)
-            if job.keep_frames:
-                job.frames.append(np.asarray(step.image))
-        self.layers.set_points_from_image(L.HANDLES, step.points)
+        zoom = zoom_of(job.edit)
+        if job.image is not None:
+            self.layers.update_image(job.edit.form.display(job.image))
+            job.image = None
+        self.layers.set_points_from_image(L.HANDLES, from_model(step.points, zoom))
         targets = job.targets if step.targets is None else step.targets  # moved mid-run
         left = float(np.max(np.linalg.norm(targets - np.asarray(step.points), axis=1)))
         per_step = (time.perf_counter() - job.started) / max(step.index, 1)
         self.status.emit(
-            f"step {step.index}: {left:.1f} px left, {per_step:.2f} s/step, loss {step.loss:.3g}"
+            f"running {job.method}: step {step.index} of {job.total}, {left:.1f} px left, "
+            f"{per_step:.2f} s/step"
         )
-        now = time.perf_counter()
-        if now - job.bar_updated > PROGRESS_INTERVAL_S:
-            job.bar_updated = now
-            job.progress.update(step.index - job.progress.n)
+        self.progress.emit(int(step.index), int(job.total))
 
-    def _on_result(self, job: _Job, result) -> None:
-        job.finished = True
-        entry = _edit_entry(job, result)
-        record = L.EditRecord(result.state, job.record.backend)
-        self.layers.append_edit(np.asarray(result.image), entry, record, job.parent)
-        self.layers.set_points_from_image(L.HANDLES, result.points)
-        if job.keep_frames:
-            frames = job.frames or [np.asarray(result.image)]
-            self.layers.show_frames(np.stack(frames), entry, len(self.layers.records()) - 1)
-        outcome = "converged" if result.converged else "max steps reached"
-        if not result.converged and result.report.get("points_arrived"):
-            outcome = "not converged: the points arrived but the content did not follow"
-        outcome = "stopped" if result.stopped else outcome
-        per_step = result.seconds / max(result.steps, 1)
-        arrival = result.report.get("content_summary")
-        self.status.emit(
-            f"{outcome} after {result.steps} steps ({per_step:.2f} s/step"
-            + (f", {arrival}" if arrival else "")
-            + f"): edit {len(self.layers.records()) - 1} in '{L.EDITS}'"
-        )
+    def _on_step(self, job: J.Job, step) -> None:
+        J.acknowledge(job, step)
+        if job.finished:
+            return
+        due = J.receive(job, step)
+        if due <= 0:
+            self._show_step(job)
+        else:
+            J.show_later(job, due, self._show_step)
 
-    def _on_error(self, job: _Job, exc: BaseException) -> None:
-        """Undo the live preview so a failed run changes nothing."""
+    def _on_result(self, job: J.Job, result) -> None:
         job.finished = True
-        self.layers.get(L.HANDLES).data = job.snapshot["handles"]
-        self.layers.working.data = job.snapshot["working"]
+        shown = job.shown_step
+        entry = J.edit_entry(job, result)
+        edit = Edit(result.state, job.edit.backend, job.edit.form, entry, job.parent, job.method)
+        edit.frames = job.frames
+        index = self.history.append(edit)
+        self._show_current(index)
+        self.layers.set_points_from_image(L.HANDLES, from_model(result.points, zoom_of(edit)))
+        self.status.emit(f"{J.outcome(result, shown)}: edit {index}")
+
+    def _on_error(self, job: J.Job, exc: BaseException) -> None:
+        """Show the current edit again, so a failed run changes nothing."""
+        job.finished = True
+        if self.viewer is not None and self.history.current is not None:
+            self._show_current(self.history.current_index)
+            self.layers.set_points_from_image(L.HANDLES, from_model(job.handles, zoom_of(job.edit)))
         self.status.emit(f"failed: {one_line(exc)}")
 
-    def _end(self, job: _Job) -> None:
-        job.progress.close()
+    def _end(self, job: J.Job) -> None:
+        self._job = None
         self._set_busy(False)
 
-    def _run_sync(self, job: _Job):
-        self._begin(job)
-        try:
-            for step in job.steps:
-                self._on_step(job, step)
-                _process_events()
-            result = job.steps.result
-            self._on_result(job, result)
-        except BaseException as exc:
-            self._on_error(job, exc)
-            raise
-        finally:
-            self._end(job)
-        return result
+    def _run_sync(self, job: J.Job):
+        return J.run_sync(job, self._on_step_sync, self._on_result, self._on_error, self._end)
 
-    def _run_async(self, job: _Job):
-        self._begin(job)
+    def _run_async(self, job: J.Job):
+        return J.run_async(job, self._on_step, self._on_result, self._on_error, self._end)
 
-        def returned(result):
-            if isinstance(result, _Failure):
-                self._on_error(job, result.error)
-                notify_error(result.error)
-            else:
-                self._on_result(job, result)
+    def _on_step_sync(self, job: J.Job, step) -> None:
+        if J.receive(job, step) <= 0:
+            self._show_step(job)
+            J.process_events()
 
-        worker = self._make_worker(
-            self._steps,
-            job,
-            yielded=lambda step: self._on_step(job, step),
-            returned=returned,
-            errored=lambda exc: (self._on_error(job, exc), notify_error(exc)),
-            finished=lambda: self._end(job),
-        )
-        worker.start()
-        return worker
-
-    def _start_worker(self, func, *, returned, description: str):
-        """Run ``func`` (model loading, sampling) off the main thread, results shown after."""
+    def _start_worker(self, func, returned):
+        """Run ``func`` (model loading, inversion) off the main thread, results shown after."""
         self._set_busy(True)
-        self.status.emit(f"{description}…")
 
         def failed(exc):
             self.status.emit(f"failed: {one_line(exc)}")
             notify_error(exc)
 
-        def guarded():
-            try:
-                return func()
-            except Exception as exc:
-                return _Failure(exc)
-
         def done(out):
-            failed(out.error) if isinstance(out, _Failure) else returned(out)
+            if isinstance(out, J.Failure):
+                failed(out.error)
+            elif self.viewer is not None:
+                returned(out)
 
-        worker = self._make_worker(
-            guarded, returned=done, errored=failed, finished=lambda: self._set_busy(False)
-        )
+        worker = J.make_worker(
+            J.guarded_call, func, returned=done, errored=failed,
+            finished=lambda: self._set_busy(False),
+        )  # fmt: skip
         worker.start()
         return worker
 
-    def _make_worker(self, func, *args, **connect):
-        from napari.qt.threading import create_worker
-
-        return create_worker(func, *args, _start_thread=False, _connect=connect)
+    def _refuse_if_busy(self):
+        if self._busy:
+            raise InputError("FreeDrag is already running: wait for it to finish or press Stop")
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
         self.busy.emit(busy)
 
-    def _on_slice_changed(self, event=None) -> None:
-        """Show the selected edit in the working image (what Run will continue from)."""
-        edits, working = self.layers.edits, self.layers.working
-        if self._busy or edits is None or working is None:
+    # -------------------------------------------------------------- history
+    def select_edit(self, index: int) -> Edit:
+        """Show edit ``index`` (Run continues from it); the user's dims are not touched."""
+        self._refuse_if_busy()
+        edit = self.history.select(index)
+        self._show_current(self.history.current_index)
+        return edit
+
+    def undo(self) -> Edit | None:
+        """Show the current edit's parent; no edit is ever deleted."""
+        self._refuse_if_busy()
+        return self._walked(self.history.undo(), "nothing to undo: this is the starting image")
+
+    def redo(self) -> Edit | None:
+        """Show the edit undo stepped back from."""
+        self._refuse_if_busy()
+        return self._walked(self.history.redo(), "nothing to redo from this edit")
+
+    def _walked(self, edit: Edit | None, nothing: str) -> Edit | None:
+        """Show where undo/redo went (or say why it stayed)."""
+        index = self.history.current_index
+        self._show_current(index)
+        label = "" if edit is None else edit.label
+        self.status.emit(nothing if edit is None else f"showing edit {index} ({label})")
+        return edit
+
+    def _show_current(self, index: int) -> None:
+        """Show edit ``index`` in the working layer (re-creating deleted owned layers)."""
+        if self.viewer is None or not len(self.history):
             return
-        image = edits.data[self.layers.selected_slice()]
-        if image.shape == working.data.shape and not np.array_equal(image, working.data):
-            working.data = image
+        edit = self.history[index]
+        self.layers.show(edit.display(), edit.form, {"edit": index, "provenance": edit.entry})
 
-    def save_selected(self, path) -> Any:
-        """Write the selected edit to PNG/TIFF with its instruction and parameters inside."""
-        from napari_freedrag.io import provenance_from_report, write_image
+    def frames(self, index: int | None = None) -> np.ndarray:
+        """The preview frames ``(T, H, W, 3)`` kept by the run that made edit ``index``."""
+        edit = self.history[self.history.current_index if index is None else index]
+        return np.stack(edit.frames) if edit.frames else np.zeros((0, 1, 1, 3), np.uint8)
 
-        edits = self.layers.edits
-        if edits is None:
-            raise InputError("there is no edit to save yet: press 'New image' and Run first")
-        index = self.layers.selected_slice()
-        rgb = self.layers.records()[index].rgb
-        entry = dict(edits.metadata["edits"][index])
-        provenance = {**provenance_from_report(entry), "slice": index, "edit": entry}
-        return write_image(path, rgb, provenance)
+    # ----------------------------------------------------------------- save
+    def save_selected(self, path):
+        """Write the current edit in its source's form, with its provenance inside."""
+        from napari_freedrag.napari.writer import write_edit
 
-
-def check_points(handles, targets, image_size) -> tuple[np.ndarray, np.ndarray]:
-    """Validate handle/target pairs in image pixels; raise InputError naming the problem."""
-    handles = np.asarray(handles, dtype=float).reshape(-1, 2)
-    targets = np.asarray(targets, dtype=float).reshape(-1, 2)
-    if len(handles) == 0 and len(targets) == 0:
-        raise InputError(
-            "no drag points: add a handle point and a target point "
-            "(the n-th handle moves to the n-th target)"
-        )
-    if len(handles) != len(targets):
-        raise InputError(
-            f"{len(handles)} handle(s) but {len(targets)} target(s): add or delete points so "
-            "every handle has a target (pairs are matched by order)"
-        )
-    height, width = image_size
-    for kind, points in (("handle", handles), ("target", targets)):
-        for i, (row, col) in enumerate(points):
-            if not (0 <= row <= height - 1 and 0 <= col <= width - 1):
-                raise InputError(
-                    f"{kind} {i + 1} at (row {row:.1f}, col {col:.1f}) is outside the "
-                    f"{height}x{width} image: move it onto the image"
-                )
-    return handles, targets
-
-
-def start_image(backend, state) -> np.ndarray:
-    """The starting image as uint8 RGB (rendered when the state carries none)."""
-    if state.image is not None:
-        return np.asarray(state.image)
-    session = backend.session(state, None, "freedrag")
-    return np.asarray(session.render(session.latent.detach()))
-
-
-def _edit_entry(job: _Job, result) -> dict[str, Any]:
-    """JSON-able provenance of one finished edit, stored in the layer metadata."""
-    report = jsonable(dict(getattr(result, "report", None) or {}))
-    mask_pixels = None if job.mask is None else int(job.mask.sum())
-    instruction = {
-        "handles": job.handles.tolist(),
-        "targets": job.targets.tolist(),
-        "final_points": np.asarray(result.points).tolist(),
-        "mask": "none" if mask_pixels is None else f"{mask_pixels} editable pixels",
-        "continued_from_slice": job.parent,
-    }
-    info = dict(job.record.state.info or {})
-    entry = {
-        **report,
-        "generated": True,
-        "model": report.get("model", job.record.backend.name),
-        "method": job.method,
-        "seed": report.get("seed", info.get("seed")),
-        "steps": int(result.steps),
-        "converged": bool(result.converged),
-        "stopped": bool(result.stopped),
-        "parameters": report.get("parameters", jsonable(getattr(result, "params", {}))),
-        "instruction": instruction,
-    }
-    return entry
-
-
-def one_line(exc: BaseException) -> str:
-    """The message a user reads: FreeDragErrors as written, bugs with their type."""
-    if isinstance(exc, FreeDragError):
-        text = str(exc)
-    elif "out of memory" in str(exc).lower():
-        text = (
-            "out of memory on the model's device: use a smaller model or image, free memory "
-            "used by other programs, or choose device 'cpu'"
-        )
-    else:
-        text = f"unexpected {type(exc).__name__}: {exc} (see the log for details)"
-    return " ".join(text.split())
-
-
-def notify_error(exc: BaseException) -> None:
-    """Show ``exc`` as one napari notification (bugs also go to the log with traceback)."""
-    from napari.utils.notifications import show_error
-
-    if not isinstance(exc, FreeDragError):
-        log.error("FreeDrag failed", exc_info=exc)
-    show_error(f"FreeDrag: {one_line(exc)}")
-
-
-def _process_events() -> None:
-    """Let a viewer repaint between steps of a synchronous run."""
-    from qtpy.QtWidgets import QApplication
-
-    if QApplication.instance() is not None:
-        QApplication.processEvents()
+        edit = self.history.current
+        try:
+            if edit is None:
+                raise InputError("there is no edit to save yet: press 'New image' and Run first")
+            written = write_edit(path, edit.display(), edit.entry, edit.form.placement)
+        except FreeDragError as exc:
+            self.status.emit(f"save failed: {one_line(exc)}")
+            raise
+        self.status.emit(f"saved edit {self.history.current_index} to {written}")
+        return written

@@ -102,10 +102,9 @@ class RememberedFields:
         finally:
             self._quiet = False
         self._preset_key = None
-        records = self.controller.layers.records()
-        if records:
-            record = records[self.controller.layers.selected_slice()]
-            self.apply_preset(record.backend, self.method.value, record.state.image_size)
+        edit = self.controller.current_edit
+        if edit is not None:
+            self.apply_preset(edit.backend, self.method.value, edit.state.image_size)
 
     def apply_preset(self, backend, method: str, image_size) -> None:
         """Show the values for (model kind, method, size): the user's own, else the preset.
@@ -159,7 +158,7 @@ class RememberedFields:
         finally:
             self._quiet = False
         self._on_model_choice()
-        if self.controller.layers.records():
+        if self.controller.current_edit is not None:
             self._on_method(self.method.value)
         elif saved.get("preset_key"):  # no image yet: what was shown for this method
             self._show_preset(with_method(saved["preset_key"], self.method.value), None)

@@ -56,6 +56,8 @@ TIPS = {
     "undo_button": "Show the edit this one was made from. Nothing is deleted: Redo comes "
     "back. Shortcut: {undo}.",
     "redo_button": "Go forward again to the edit made from the one shown. Shortcut: {redo}.",
+    "history_slider": "Every image and edit of this viewer, oldest first. Move it to show "
+    "an earlier edit; Run continues from the one shown, and no edit is ever deleted.",
     "l": "Patch distance FreeDrag aims for in each small move; smaller moves are more "
     "careful but take more steps. Default: the model's preset (0.3 for StyleGAN2).",
     "d": "The longest single small move, in feature-map pixels. Lower it if handles lose "
@@ -66,18 +68,18 @@ TIPS = {
     "Raise it if unmasked areas change. Only used when a mask is painted. Default: 10.",
     "preview_every": "Show the image every this many steps while running (0 = only at the "
     "end, fastest). Default: the model's preset (5).",
-    "keep_frames": "Keep every preview of the next run as a movie layer, which 'Save movie' "
-    "can write. Off by default (it uses memory).",
+    "keep_frames": "Keep every preview of the next run with its edit, so 'Save movie' can "
+    "write them. Off by default (it uses memory).",
     "restore_button": "Put every setting back to its default and forget the remembered "
     "values (model, seed, file names and the per-method parameters).",
     "save_path": "The file the shown edit is saved to: .png or .tif. The file records the "
     "instruction, model and parameters, and says the image is generated.",
     "save_button": "Save the edit shown to 'save to' (with its provenance inside).",
-    "movie_path": "The movie file for the preview frames of the last run: .gif, or .mp4 "
+    "movie_path": "The movie file for the preview frames of the edit shown: .gif, or .mp4 "
     "when imageio-ffmpeg is installed.",
     "fps": "Frames per second of the saved movie. Default: 10.",
-    "movie_button": "Write the last run's preview frames (tick 'keep preview frames' before "
-    "Run) as a movie to 'movie file'.",
+    "movie_button": "Write the preview frames of the run that made the edit shown (tick "
+    "'keep preview frames' before Run) as a movie to 'movie file'.",
 }
 
 

@@ -35,6 +35,7 @@ from napari_freedrag.napari.controls import (
     scroll,
     wrap,
 )
+from napari_freedrag.napari.history_control import HistoryControl
 from napari_freedrag.napari.keybindings import bind_shortcuts
 from napari_freedrag.napari.runner import controller_for, notify_error, unwrap_viewer
 from napari_freedrag.napari.settings import (
@@ -87,8 +88,6 @@ class FreeDragWidget(RememberedFields, Container):
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.reset_button = PushButton(text="Reset points")
         self.compare_button = PushButton(text="Compare methods")
-        self.undo_button = PushButton(text="Undo edit")
-        self.redo_button = PushButton(text="Redo edit")
         self.l = FloatSpinBox(label="move size (l)", min=0.01, max=10, step=0.05, value=0.3)
         self.d = FloatSpinBox(label="longest move (d)", min=0.5, max=20, step=0.5, value=3.0)
         self.lr = FloatSpinBox(label="learning rate", min=0.0001, max=1.0, step=0.0001, value=0.002)
@@ -101,6 +100,9 @@ class FreeDragWidget(RememberedFields, Container):
         self.movie_path = FileEdit(label="movie file", mode="w", filter="*.gif *.mp4")
         self.fps = SpinBox(label="frames/s", min=1, max=60, value=10)
         self.movie_button = PushButton(text="Save movie")
+        self.history = HistoryControl(self.controller)
+        self.undo_button = self.history.undo_button
+        self.redo_button = self.history.redo_button
         self.status = Label(value="press 'New image' to start")
 
         row = lambda *ws: Container(widgets=ws, layout="horizontal", labels=False)  # noqa: E731
@@ -119,7 +121,7 @@ class FreeDragWidget(RememberedFields, Container):
                 box(self.method, self.max_steps),
                 row(self.run_button, self.stop_button),
                 row(self.reset_button, self.compare_button),
-                row(self.undo_button, self.redo_button),
+                self.history,
                 self.advanced,
                 box(self.save_path, self.movie_path, self.fps),
                 row(self.save_button, self.movie_button),
@@ -132,6 +134,8 @@ class FreeDragWidget(RememberedFields, Container):
         scroll(body)  # a short screen scrolls the controls; the status stays in view
         for name in (*REMEMBERED, *PRESET_FIELDS, "source", *_BUTTONS):
             getattr(self, name).tooltip = tip(name)
+        # on the whole slider row (magicgui would set it on the bar only, not its readout)
+        self.history.slider.native.setToolTip(tip("history_slider"))
         self._defaults = {name: getattr(self, name).value for name in REMEMBERED}
         self._connect()
         self._restore()
@@ -149,8 +153,6 @@ class FreeDragWidget(RememberedFields, Container):
         self.stop_button.clicked.connect(self.stop)
         self.reset_button.clicked.connect(self.reset_points)
         self.compare_button.clicked.connect(self.compare)
-        self.undo_button.clicked.connect(self.undo)
-        self.redo_button.clicked.connect(self.redo)
         self.restore_button.clicked.connect(self.restore_defaults)
         self.save_button.clicked.connect(self.save)
         self.movie_button.clicked.connect(self.save_movie)
@@ -265,18 +267,23 @@ class FreeDragWidget(RememberedFields, Container):
         return path
 
     def save_movie(self):
-        """Write the last run's preview frames as a GIF (or MP4) at the chosen frame rate."""
+        """Write the preview frames of the run that made the shown edit as a GIF (or MP4)."""
         from napari_freedrag.napari.export import export_frames
 
-        frames = self.controller.layers.get(L.FRAMES)
-        if frames is None:
-            error = InputError("no preview frames yet: tick 'keep preview frames', Run, then save")
+        edit = self.controller.current_edit
+        if edit is None or not edit.frames:
+            error = InputError(
+                "no preview frames for the edit shown: tick 'keep preview frames', Run, then save"
+            )
         elif not self.movie_path.value or Path(self.movie_path.value).suffix == "":
             error = InputError("choose a 'movie file' name ending in .gif or .mp4")
         else:
-            path = self._guarded(export_frames, frames, self.movie_path.value, self.fps.value)
+            frames = self.controller.frames()
+            path = self._guarded(
+                export_frames, frames, self.movie_path.value, self.fps.value, edit.entry
+            )
             if path is not None:
-                self._set_status(f"saved movie {path} ({len(frames.data)} frames)")
+                self._set_status(f"saved movie {path} ({len(frames)} frames)")
             return path
         notify_error(error)
         return None
@@ -342,10 +349,9 @@ class FreeDragWidget(RememberedFields, Container):
     def _on_method(self, method):
         for field in FREEDRAG_ONLY:
             getattr(self, field).visible = method == "freedrag"
-        records = self.controller.layers.records()
-        if records:
-            record = records[self.controller.layers.selected_slice()]
-            self.apply_preset(record.backend, method, record.state.image_size)
+        edit = self.controller.current_edit
+        if edit is not None:
+            self.apply_preset(edit.backend, method, edit.state.image_size)
         elif self._preset_key:  # no image yet: the remembered values of that method
             self._show_preset(with_method(self._preset_key, method), None)
 
@@ -353,15 +359,9 @@ class FreeDragWidget(RememberedFields, Container):
         self.apply_preset(backend, self.method.value, image_size)
 
     def _source_choices(self, _widget=None):
-        """The user's image layers (our own generated layers are not sources)."""
-        from napari.layers import Image
-
+        """The user's image layers and FreeDrag samples (not the plugin's own layers)."""
         layers = [
-            (layer.name, layer)
-            for layer in self.viewer.layers
-            if isinstance(layer, Image)
-            and layer.name not in L.OWNED_NAMES
-            and not layer.metadata.get("generated", False)
+            (layer.name, layer) for layer in self.viewer.layers if self.controller.is_source(layer)
         ]
         return [(NO_SOURCE, None), *layers]
 
