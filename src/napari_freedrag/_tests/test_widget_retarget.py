@@ -84,3 +84,17 @@ def test_adding_a_target_during_a_run_is_refused_with_one_message(
     wait_idle(qtbot, w)
     assert len(notes) == 1 and "target" in notes[0]
     assert len(w.controller.history) == 2  # the run went on and kept its edit
+
+
+def test_the_status_says_not_converged_when_only_the_points_arrived():
+    from types import SimpleNamespace
+
+    from napari_freedrag.napari.job import outcome
+
+    report = {"points_arrived": True, "content_summary": "content moved 4.0 of 30.0 px"}
+    result = SimpleNamespace(stopped=False, converged=False, steps=80, seconds=4.0, report=report)
+    text = outcome(result, shown=80)
+    assert text.startswith("not converged: the points arrived, the content did not")
+    assert "content moved 4.0 of 30.0 px" in text and "0.05 s/step" in text
+    arrived = SimpleNamespace(**{**vars(result), "converged": True})
+    assert outcome(arrived, shown=80).startswith("converged after 80 steps")

@@ -216,7 +216,7 @@ def outcome(result, shown: int) -> str:
     else:
         text = "converged" if result.converged else "max steps reached"
         if not result.converged and result.report.get("points_arrived"):
-            text = "not converged: the points arrived but the content did not follow"
+            text = "not converged: the points arrived, the content did not"
         text = f"{text} after {result.steps} steps"
     per_step = result.seconds / max(result.steps, 1)
     arrival = result.report.get("content_summary")
