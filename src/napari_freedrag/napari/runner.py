@@ -394,8 +394,7 @@ class DragController:
         """Show where undo/redo went (or say why it stayed)."""
         index = self.history.current_index
         self._show_current(index)
-        label = "" if edit is None else edit.label
-        self.status.emit(nothing if edit is None else f"showing edit {index} ({label})")
+        self.status.emit(nothing if edit is None else f"showing edit {index} ({edit.label})")
         return edit
 
     def _show_current(self, index: int) -> None:
