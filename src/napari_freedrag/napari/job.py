@@ -79,7 +79,7 @@ def guarded_steps(job: Job):
             index = step.index
             with job.delivered:
                 job.delivered.wait_for(lambda i=index: job.acked >= i or job.finished, MAX_LAG_S)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - superqt drops worker exceptions: return them
         return Failure(exc)
 
 
@@ -94,7 +94,7 @@ def guarded_call(func):
     """``func()``, with an exception returned as a :class:`Failure` (see there)."""
     try:
         return func()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - superqt drops worker exceptions: return them
         return Failure(exc)
 
 
