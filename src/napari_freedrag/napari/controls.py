@@ -52,6 +52,21 @@ def scroll(container: Container) -> None:
     area.setWidget(native)
     bar = area.verticalScrollBar().sizeHint().width()
     area.setMinimumWidth(native.minimumSizeHint().width() + bar)
+    # Controls shown or hidden later (model kind, Advanced) change the width they need: the
+    # dock follows, so nothing is ever clipped at its right edge.
+    native.installEventFilter(_FitWidth(area, bar))
+
+
+def _FitWidth(area, bar: int):  # noqa: N802 - builds the Qt object lazily (no Qt at import)
+    from qtpy.QtCore import QEvent, QObject
+
+    class FitWidth(QObject):
+        def eventFilter(self, watched, event):  # noqa: N802 - Qt's name
+            if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Show):
+                area.setMinimumWidth(watched.minimumSizeHint().width() + bar)
+            return False
+
+    return FitWidth(area)  # parented to the area: lives as long as it
 
 
 def available_devices() -> list[str]:
