@@ -62,14 +62,16 @@ def test_a_users_layer_is_projected_then_dragged_in_its_own_form(docked, qtbot):
     w, layer, before = docked
     seen = []
     w.controller.progress.connect(lambda step, total: seen.append((step, total)))
+    assert not w.projection.native.isHidden()  # shown: a source is to be projected
+    w.projection.value, w.projection_steps.value = "w", 30
     wait_run(qtbot, w, w.new_image())
     edit = w.controller.current_edit
     record = edit.entry["info"]["projection"]
-    assert record["steps"] == 200 and not record["stopped"]
+    assert (record["mode"], record["steps"], record["stopped"]) == ("w", 30, False)
     assert record["conversion"]["resize"] == [[40, 40], [32, 32]]
     assert record["conversion"]["channels"].startswith("gray replicated")
     assert f"PSNR {record['psnr']:.1f} dB" in w.status.value
-    assert seen and seen[-1] == (200, 200)  # the projection's progress reached the widget
+    assert seen and seen[-1] == (30, 30)  # the projection's progress reached the widget
     working = w.controller.layers.working
     # The reconstruction covers the source: its size, pixel size and dtype, gray.
     assert working.data.shape == (40, 40) and working.data.dtype == np.uint16
@@ -85,6 +87,8 @@ def test_a_users_layer_is_projected_then_dragged_in_its_own_form(docked, qtbot):
     assert working.data.dtype == np.uint16 and working.data.shape == (40, 40)
     assert not np.array_equal(working.data, edit.display())  # the drag changed the image
     assert_untouched(layer, before, w.viewer, 0)
+    w.source.value = None  # sampling from a seed: nothing to project
+    assert w.projection.native.isHidden() and w.projection_steps.native.isHidden()
 
 
 def test_a_non_square_plane_of_a_stack_is_projected_in_place(make_napari_viewer, qtbot):

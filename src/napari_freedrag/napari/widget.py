@@ -56,6 +56,15 @@ class FreeDragWidget(Container):
         self.source = ComboBox(label="source image", choices=self._source_choices)
         self.prompt = LineEdit(label="prompt", visible=False)
         self.lora_steps = SpinBox(label="LoRA steps", min=0, max=1000, value=0, visible=False)
+        # How a StyleGAN2 projects a source image (docs/projection.md measures the choices).
+        self.projection = ComboBox(
+            label="projection",
+            choices=[("W+ (default)", "w+"), ("W", "w"), ("PTI (tunes a copy of G)", "pti")],
+            visible=False,
+        )
+        self.projection_steps = SpinBox(
+            label="projection steps", min=1, max=5000, value=200, visible=False
+        )
         self.new_button = PushButton(text="New image")
         self.random_button = PushButton(text="Random seed")
         self.method = ComboBox(
@@ -80,7 +89,8 @@ class FreeDragWidget(Container):
         self.extend(
             [
                 self.model, self.model_path, self.device, self.seed, self.truncation,
-                self.source, self.prompt, self.lora_steps, self.new_button,
+                self.source, self.prompt, self.lora_steps, self.projection,
+                self.projection_steps, self.new_button,
                 self.random_button, self.method, self.l, self.d, self.max_steps, self.lr,
                 self.mask_weight, self.preview_every, self.keep_frames, self.run_button,
                 self.stop_button, self.reset_button, self.history, self.save_path,
@@ -89,6 +99,7 @@ class FreeDragWidget(Container):
         )  # fmt: skip
 
         self.model.changed.connect(self._on_model_choice)
+        self.source.changed.connect(self._show_projection_fields)
         self.method.changed.connect(self._on_method)
         self.new_button.clicked.connect(self.new_image)
         self.random_button.clicked.connect(self._random_seed)
@@ -136,6 +147,7 @@ class FreeDragWidget(Container):
                 source=source,
                 prompt=self.prompt.value,
                 lora_steps=self.lora_steps.value,
+                projection={"mode": self.projection.value, "steps": self.projection_steps.value},
             )
         except FreeDragError as exc:
             notify_error(exc)
@@ -201,6 +213,12 @@ class FreeDragWidget(Container):
         self.model_path.visible = is_path
         self.model_path.mode = "d" if choice == LDM_FOLDER else "r"
         self.prompt.visible = self.lora_steps.visible = choice == LDM_FOLDER
+        self._show_projection_fields()
+
+    def _show_projection_fields(self, _value=None):
+        """The projection fields, while a source image would be projected (not with ldm:)."""
+        projected = self.source.value not in (None, NO_SOURCE) and self.model.value != LDM_FOLDER
+        self.projection.visible = self.projection_steps.visible = projected
 
     def _on_method(self, method):
         for field in FREEDRAG_ONLY:
