@@ -5,10 +5,12 @@
     python benchmarks/ldm_speed.py --sd15-unet --out unet.json           # SD 1.5-size UNet only
 
 The default builds the tests' tiny random-weight SD-1.x pipeline, so it runs anywhere
-offline. ``--sd15-unet`` times one drag step's UNet work (features with and without the
-early exit after ``up_blocks[2]``, plus the backward pass to ``z_t``) on a random-weight
-UNet of Stable Diffusion 1.5's size at a 512 px working size: the cost that dominates
-every drag step. Peak memory is CUDA's max allocated on a GPU, the process's max RSS on CPU.
+offline. ``--sd15-unet`` times one drag step's UNet work on a random-weight UNet of
+Stable Diffusion 1.5's size (``--latent 64``: a 512 px working size; 32 for 256 px):
+the drag step as the session runs it (forward up to ``up_blocks[2]``, backward from its
+features to ``z_t``) against a full UNet forward + backward from the noise prediction,
+the cost of a step that ran the whole UNet. Peak memory is CUDA's max allocated on a
+GPU, the process's max RSS on CPU.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -25,11 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def _peak_memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+from napari_freedrag.bench.memory import peak_memory_gib, reset_peak
 
 
 def _sync(device: torch.device) -> None:
@@ -60,8 +57,7 @@ def bench_pipeline(args) -> dict:
         lambda: load_ldm(model, args.device, cpu_offload=args.cpu_offload),
     )
     device = gen.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak(device)
     size = gen.native_size
     rows, cols = np.mgrid[:size, :size]
     image = 255 * np.exp(-((rows - size / 2) ** 2 + (cols - size / 2) ** 2) / (size**2 / 20))
@@ -89,7 +85,7 @@ def bench_pipeline(args) -> dict:
                 "optimiser_s_per_step": float(np.median(between[:-1])) if len(times) > 1 else None,
                 "last_step_with_render_s": float(between[-1]),
             }
-    result["peak_memory_mib"] = _peak_memory_mib(device)
+    result["peak_memory_mib"] = peak_memory_gib(device) * 1024
     return result
 
 
@@ -109,33 +105,35 @@ def bench_sd15_unet(args) -> dict:
     class Stop(Exception):
         pass
 
-    def step(early_exit: bool):
-        latent = torch.randn(1, 4, 64, 64, device=device, requires_grad=True)
+    def step(drag_step: bool):
+        latent = torch.randn(1, 4, args.latent, args.latent, device=device, requires_grad=True)
         captured = {}
 
         def hook(module, inputs, output):
             captured["f"] = output
-            if early_exit:
+            if drag_step:
                 raise Stop
 
         handle = unet.up_blocks[2].register_forward_hook(hook)
         try:
             with torch.autocast("cuda", dtype=torch.float16, enabled=on_cuda):
-                unet(latent, 681, encoder_hidden_states=embeds)
+                noise = unet(latent, 681, encoder_hidden_states=embeds).sample
         except Stop:
             pass
         finally:
             handle.remove()
-        captured["f"].float().abs().mean().backward()
+        out = captured["f"] if drag_step else noise
+        out.float().abs().mean().backward()
 
-    result = {"device": str(device), "unet_parameters": params, "latent": [64, 64]}
-    for early_exit in (True, False):
+    result = {"device": str(device), "unet_parameters": params, "latent": [args.latent] * 2}
+    for drag_step in (True, False):
         if on_cuda:
-            step(early_exit)  # warm-up (kernel selection)
-        times = [_timed(device, lambda e=early_exit: step(e))[1] for _ in range(args.repeats)]
-        key = "features_early_exit" if early_exit else "features_full_unet"
-        result[f"{key}_s_per_step"] = float(np.median(times))
-    result["peak_memory_mib"] = _peak_memory_mib(device)
+            step(drag_step)  # warm-up (kernel selection)
+        times = [_timed(device, lambda e=drag_step: step(e))[1] for _ in range(args.repeats)]
+        key = "drag_step" if drag_step else "full_unet_forward_backward"
+        result[f"{key}_s"] = float(np.median(times))
+    result["drag_step_over_full"] = result["drag_step_s"] / result["full_unet_forward_backward_s"]
+    result["peak_memory_mib"] = peak_memory_gib(device) * 1024
     return result
 
 
@@ -148,6 +146,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu-offload", action="store_true")
     parser.add_argument("--sd15-unet", action="store_true", help="time an SD 1.5-size UNet")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--latent", type=int, default=64, help="latent size for --sd15-unet")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.manual_seed(0)

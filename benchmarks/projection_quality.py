@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import napari_freedrag as nfd
-from napari_freedrag.models.cells.dataset import make_cell_image
+from napari_freedrag.training.cells.dataset import make_cell_image
 
 #: Seeds of the held-out images (tests use 0-99; training draws from one stream of seed 0).
 HELD_OUT_SEEDS = range(9001, 9100)

@@ -10,12 +10,20 @@ Adam. Three ways to compute the features (all give the same numbers where they a
 * ``frozen-out``: the session's full-map path, frozen styles cached outside autograd;
 * ``receptive``: the session's fast path over the receptive field of the handle's patch.
 
+``--edit`` times whole edits instead, as a user runs them: ``drag_steps`` for a
+10-step FreeDrag drag from the image centre a third of the width to the right, a
+preview every 5 steps, once without and once with a mask (the middle half editable):
+set-up and first step, plain steps, steps that show a frame, total, peak RSS. The
+process has built one Adam optimiser before timing (torch imports ``torch._dynamo``,
+~1.3 s, on the first one in a process; a napari session pays that once).
+
 Each (resolution, mode) runs in its own process so that its peak RSS is its own. The
 table shows the median and the fastest wall-clock step and the median CPU seconds per
 step (all threads), which tells contention on a shared machine apart from real work.
 
     python benchmarks/stylegan2_speed.py                 # 256 and 512 px, 2 threads
     python benchmarks/stylegan2_speed.py --resolutions 256 --steps 3 --modes receptive
+    python benchmarks/stylegan2_speed.py --edit          # whole edits, with and without mask
 """
 
 from __future__ import annotations
@@ -23,39 +31,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
 MODES = ("all-in-graph", "frozen-out", "receptive")
+EDIT_MODES = ("edit", "edit-mask")
 
 
 def build_backend(resolution: int):
-    import torch
+    from napari_freedrag.testing import STANDARD, generator_config, random_backend
 
-    from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
-    from napari_freedrag.models.stylegan2.network import Generator
-
-    torch.manual_seed(0)
-    generator = Generator(
-        512, 0, 512, resolution, 3, mapping_kwargs={"num_layers": 8},
-        channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256,
-    )  # fmt: skip
-    return StyleGAN2Backend(generator, f"random-{resolution}", "cpu")
+    return random_backend(generator_config(resolution, **STANDARD), f"random-{resolution}")
 
 
 def worker(resolution: int, mode: str, steps: int, warmup: int) -> dict:
     """Time ``steps`` optimisation steps in this process; report peak RSS."""
     import torch
 
+    from napari_freedrag.bench.memory import peak_memory_gib
     from napari_freedrag.engine.patches import (
         box_around,
         discrepancy,
         patch_features,
         patch_offsets,
     )
+    from napari_freedrag.models.stylegan2.partial import run_blocks
 
     backend = build_backend(resolution)
     state = backend.sample(0)
@@ -73,7 +75,7 @@ def worker(resolution: int, mode: str, steps: int, warmup: int) -> dict:
     def features(latent):
         if mode == "all-in-graph":
             ws = torch.cat([latent, frozen], dim=1)
-            return synthesis.run(ws, until=feature_res, with_img=False)[0][0]
+            return run_blocks(synthesis, ws, until=feature_res, with_img=False)[0][0]
         return session.features(latent, boxes if mode == "receptive" else None)
 
     latent = session.latent
@@ -91,7 +93,7 @@ def worker(resolution: int, mode: str, steps: int, warmup: int) -> dict:
     start = time.perf_counter()
     session.render(latent)
     render_s = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_gib = peak_memory_gib("cpu")
     return {
         "resolution": resolution,
         "mode": mode,
@@ -101,43 +103,121 @@ def worker(resolution: int, mode: str, steps: int, warmup: int) -> dict:
         "s_per_step_min": min(times),
         "cpu_s_per_step_median": statistics.median(cpu_times),
         "render_s": render_s,
-        "peak_rss_gib": peak_kib / 2**20,
+        "peak_rss_gib": peak_gib,
         "box": boxes[0],
     }
+
+
+def edit_worker(resolution: int, mode: str, steps: int) -> dict:
+    """One whole FreeDrag edit through ``drag_steps``, timed step by step."""
+    import numpy as np
+    import torch
+
+    from napari_freedrag.bench.memory import peak_memory_gib
+    from napari_freedrag.engine.run import drag_steps
+
+    backend = build_backend(resolution)
+    state = backend.sample(0)
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # the one-off torch._dynamo import
+    mask = None
+    if mode == "edit-mask":
+        mask = np.zeros((resolution, resolution), np.uint8)
+        mask[resolution // 4 : 3 * resolution // 4, resolution // 4 : 3 * resolution // 4] = 1
+    centre = resolution / 2
+    handle, target = [[centre, centre]], [[centre, centre + resolution / 3]]
+    began, cpu_began = time.perf_counter(), time.process_time()
+    run = drag_steps(backend, state, handle, target, mask, max_steps=steps, preview_every=5)
+    rows, last, cpu_last = [], began, cpu_began
+    for step in run:
+        now, cpu_now = time.perf_counter(), time.process_time()
+        rows.append((now - last, cpu_now - cpu_last, step.image is not None))
+        last, cpu_last = now, cpu_now
+    plain = [r for r in rows[1:] if not r[2]]
+    framed = [r for r in rows[1:] if r[2]]
+    return {
+        "resolution": resolution,
+        "mode": mode,
+        "threads": torch.get_num_threads(),
+        "steps": len(rows),
+        "total_s": last - began,
+        "total_cpu_s": cpu_last - cpu_began,
+        "first_step_s": rows[0][0],
+        "first_step_cpu_s": rows[0][1],
+        "plain_step_s": statistics.median(r[0] for r in plain) if plain else None,
+        "frame_step_s": statistics.median(r[0] for r in framed) if framed else None,
+        "plain_step_cpu_s": statistics.median(r[1] for r in plain) if plain else None,
+        "frame_step_cpu_s": statistics.median(r[1] for r in framed) if framed else None,
+        "peak_rss_gib": peak_memory_gib("cpu"),
+    }
+
+
+def edit_table(args, env) -> list[dict]:
+    results = []
+    header = ("res", "mode", "steps", "total s", "cpu s", "first", "plain", "frame", "peak GiB")
+    print("{:>5} {:<9} {:>5} {:>8} {:>7} {:>6} {:>6} {:>6} {:>9}".format(*header))
+    for resolution in args.resolutions:
+        for mode in EDIT_MODES:
+            result = run_worker(args, env, resolution, mode)
+            results.append(result)
+            print(
+                f"{resolution:>5} {mode:<9} {result['steps']:>5} {result['total_s']:>8.2f} "
+                f"{result['total_cpu_s']:>7.2f} {result['first_step_s']:>6.2f} "
+                f"{result['plain_step_s']:>6.3f} {result['frame_step_s']:>6.2f} "
+                f"{result['peak_rss_gib']:>9.2f}",
+                flush=True,
+            )
+    return results
+
+
+def run_worker(args, env, resolution: int, mode: str) -> dict:
+    command = [
+        sys.executable, __file__, "--worker", str(resolution), mode,
+        "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--threads", str(args.threads),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=None, help="default: 8 (--edit: 10)")
+    parser.add_argument("--edit", action="store_true", help="time whole edits with previews")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--worker", nargs=2, metavar=("RES", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = 10 if args.edit else 8
 
     if args.worker:
         import torch
 
         torch.set_num_threads(args.threads)
-        result = worker(int(args.worker[0]), args.worker[1], args.steps, args.warmup)
+        resolution, mode = int(args.worker[0]), args.worker[1]
+        if mode in EDIT_MODES:
+            result = edit_worker(resolution, mode, args.steps)
+        else:
+            result = worker(resolution, mode, args.steps, args.warmup)
         print(json.dumps(result))
         return 0
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if args.edit:
+        results = edit_table(args, env)
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(results, handle, indent=1)
+        return 0
     results = []
     header = ("res", "mode", "s/step", "min", "cpu s", "render s", "peak GiB")
     print("{:>5} {:<13} {:>8} {:>7} {:>7} {:>9} {:>9}".format(*header))
     for resolution in args.resolutions:
         for mode in args.modes:
-            command = [
-                sys.executable, __file__, "--worker", str(resolution), mode,
-                "--steps", str(args.steps), "--warmup", str(args.warmup),
-                "--threads", str(args.threads),
-            ]  # fmt: skip
-            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result = run_worker(args, env, resolution, mode)
             results.append(result)
             print(
                 f"{resolution:>5} {mode:<13} {result['s_per_step_median']:>8.3f} "

@@ -23,7 +23,7 @@ PROG = "napari-freedrag"
 PASSTHROUGH = {
     "bench": ("napari_freedrag.bench", "speed and accuracy, FreeDrag vs DragGAN"),
     "batch": ("napari_freedrag.batching.command", "run a JSONL file of edits on Dask"),
-    "train-cells": ("napari_freedrag.models.cells.train", "train the bundled cells StyleGAN2"),
+    "train-cells": ("napari_freedrag.training.cells.train", "train the bundled cells StyleGAN2"),
 }
 EXIT_USAGE = 2
 

@@ -116,18 +116,13 @@ def _demo_backend(model: str):
 
     if model != "cells" or bundled_weights_path().is_file():
         return load_generator(model)
-    import torch
+    from napari_freedrag.testing import generator_config, random_backend
 
-    from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
-    from napari_freedrag.models.stylegan2.network import Generator
-
-    torch.manual_seed(0)
-    generator = Generator(
-        z_dim=64, c_dim=0, w_dim=64, img_resolution=64, img_channels=3,
-        mapping_kwargs={"num_layers": 2}, channel_base=1024, channel_max=64,
-    )  # fmt: skip
+    config = generator_config(
+        64, z_dim=64, w_dim=64, mapping_layers=2, channel_base=1024, channel_max=64
+    )
     print("demo: bundled cells weights not found; using a random-weight StyleGAN2", file=sys.stderr)
-    return StyleGAN2Backend(generator, "random-weight StyleGAN2 64px (cells weights missing)")
+    return random_backend(config, "random-weight StyleGAN2 64px (cells weights missing)")
 
 
 def pick_drag(image) -> tuple[tuple[float, float], tuple[float, float]]:

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from napari_freedrag import bench
+from napari_freedrag.bench.instructions import PLANNERS
+from napari_freedrag.bench.speed import in_subprocess
 from napari_freedrag.errors import InputError
 from napari_freedrag.io import write_report
 from napari_freedrag.models.analytic import AnalyticBackend
@@ -175,10 +177,14 @@ def test_a_speed_job_runs_in_its_own_process():
         "drag_fraction": 0.125,
         "truncation": 0.7,
     }
-    result = bench._in_subprocess(job)
+    result = in_subprocess(job)
     assert result["memory_kind"] == "process peak RSS"
     assert result["peak_memory_gib"] >= result["rss_before_drag_gib"] > 0
     assert 1 <= result["steps"] <= 4
+
+
+def test_every_category_has_one_planner():
+    assert tuple(PLANNERS) == bench.CATEGORIES
 
 
 def test_unknown_category_is_refused_with_the_allowed_names():

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 from skimage.measure import regionprops
 
-from napari_freedrag.models.cells.dataset import (
+from napari_freedrag.cellseg import segment_cells
+from napari_freedrag.training.cells.dataset import (
     MAX_CELLS,
     MIN_CELLS,
     cached_images,
     make_cell_image,
     make_images,
 )
-from napari_freedrag.models.cells.quality import compare, measure_images, segment_cells
+from napari_freedrag.training.cells.quality import compare, measure_images
 
 SEEDS = range(12)
 
@@ -48,8 +49,10 @@ def test_seeds_reproduce_and_differ():
 
 
 def test_segmentation_counts_the_true_cells():
-    agree = sum(len(segment_cells(make_cell_image(s).image)) == len(make_cell_image(s).cells)
-                for s in range(40))
+    agree = sum(
+        len(segment_cells(make_cell_image(s).image)) == len(make_cell_image(s).cells)
+        for s in range(40)
+    )
     assert agree >= 38
 
 

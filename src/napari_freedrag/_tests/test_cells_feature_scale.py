@@ -6,23 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from napari_freedrag.models.cells.feature_scale import (
+from napari_freedrag.testing import generator_config, random_generator
+from napari_freedrag.training.cells.feature_scale import (
     calibrate,
+    preset_l,
     rescale_activations,
     shift_discrepancy,
 )
-from napari_freedrag.models.stylegan2.network import Generator
 
 
 def tiny_generator():
-    torch.manual_seed(0)
-    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3,
-                  mapping_kwargs={"num_layers": 2}, channel_base=256, channel_max=32)
-    with torch.no_grad():  # non-zero biases and noise, as after training
-        for name, p in G.synthesis.named_parameters():
-            if name.endswith("bias") or "noise_strength" in name:
-                p.normal_(0, 0.2)
-    return G.eval()
+    """Non-zero biases and noise strengths, as after training: every rescaled tensor counts."""
+    config = generator_config(
+        32, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=32
+    )
+    return random_generator(config, perturb=0.2)
 
 
 def render(G, z):
@@ -52,6 +50,13 @@ def test_rescaling_multiplies_features_and_keeps_the_image():
 
 def test_calibration_reaches_the_target_discrepancy():
     G = tiny_generator()
-    scale = calibrate(G, target=0.3, count=2)
+    scale = calibrate(G, target=0.7, count=2)
     assert scale > 0
-    assert shift_discrepancy(G, count=2) == pytest.approx(0.3, rel=1e-3)
+    assert shift_discrepancy(G, count=2) == pytest.approx(0.7, rel=1e-3)
+
+
+def test_calibration_targets_the_presets_l_by_default():
+    """The export is calibrated for the ``l`` FreeDrag will drag it with, not a copy of it."""
+    G = tiny_generator()
+    calibrate(G, count=2)
+    assert shift_discrepancy(G, count=2) == pytest.approx(preset_l(G), rel=1e-3)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 
 import napari_freedrag as nfd
+from napari_freedrag.cellseg import segment_cells
 from napari_freedrag.models.cells import bundled_weights_path
-from napari_freedrag.models.cells.quality import segment_cells
 
 
 def test_weights_ship_as_small_package_data():

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from napari_freedrag.models.cells import train as cells_train
-from napari_freedrag.models.cells.dataset import make_images
 from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
+from napari_freedrag.training.cells import state as cells_state
+from napari_freedrag.training.cells import train as cells_train
+from napari_freedrag.training.cells.dataset import make_images
 
-TINY = {"resolution": 16, "z_dim": 16, "w_dim": 16, "channel_base": 128, "channel_max": 32,
-        "batch": 4, "dataset_size": 8}
-TINY_ARGS = [arg for key, value in TINY.items()
-             for arg in (f"--{key.replace('_', '-')}", str(value))]
+TINY = {
+    "resolution": 16,
+    "z_dim": 16,
+    "w_dim": 16,
+    "channel_base": 128,
+    "channel_max": 32,
+    "batch": 4,
+    "dataset_size": 8,
+}
+TINY_ARGS = [
+    arg for key, value in TINY.items() for arg in (f"--{key.replace('_', '-')}", str(value))
+]
 
 
 def test_every_loss_and_regulariser_runs_and_stays_finite():
-    cfg = cells_train.TrainConfig(**TINY, r1_interval=1, style_mixing=1.0, pl_weight=2.0,
-                                  pl_interval=1)
-    state = cells_train.build_state(cfg, torch.device("cpu"))
+    cfg = cells_state.TrainConfig(
+        **TINY, r1_interval=1, style_mixing=1.0, pl_weight=2.0, pl_interval=1
+    )
+    state = cells_state.build_state(cfg, torch.device("cpu"))
     g_before = [p.detach().clone() for p in state.G.parameters()]
     ema_before = [p.detach().clone() for p in state.G_ema.parameters()]
     images = make_images(8, seed=0, size=16)
@@ -33,10 +45,13 @@ def test_every_loss_and_regulariser_runs_and_stays_finite():
     changed = [not torch.equal(a, b) for a, b in zip(g_before, state.G.parameters(), strict=True)]
     assert sum(changed) > len(changed) // 2, "the generator must learn"
     # The EMA follows G, but lags behind it.
-    ema_moved = any(not torch.equal(a, b)
-                    for a, b in zip(ema_before, state.G_ema.parameters(), strict=True))
-    ema_lags = any(not torch.equal(a, b)
-                   for a, b in zip(state.G.parameters(), state.G_ema.parameters(), strict=True))
+    ema_moved = any(
+        not torch.equal(a, b) for a, b in zip(ema_before, state.G_ema.parameters(), strict=True)
+    )
+    ema_lags = any(
+        not torch.equal(a, b)
+        for a, b in zip(state.G.parameters(), state.G_ema.parameters(), strict=True)
+    )
     assert ema_moved and ema_lags
 
 
@@ -47,15 +62,17 @@ def test_cli_snapshots_exports_and_resumes(tmp_path, capsys):
     first = torch.load(snapshot, weights_only=True)
     assert (first["iteration"], first["nimg"]) == (2, 8)
 
-    assert cells_train.main(["--out", str(tmp_path), "--kimg", "0.016",
-                             "--resume", str(snapshot)]) == 0
+    assert (
+        cells_train.main(["--out", str(tmp_path), "--kimg", "0.016", "--resume", str(snapshot)])
+        == 0
+    )
     assert "resumed at iteration 2" in capsys.readouterr().out
     second = torch.load(snapshot, weights_only=True)
     assert (second["iteration"], second["nimg"]) == (4, 16)
 
     # The export loads through the project's checkpoint reader into the same generator.
     G = build_generator(*load_checkpoint(tmp_path / "cells.safetensors"))
-    state = cells_train.load_snapshot(snapshot, torch.device("cpu"))
+    state = cells_state.load_snapshot(snapshot, torch.device("cpu"))
     z = torch.randn(2, 16)
     with torch.no_grad():
         ours = G.synthesis(G.mapping(z, None), noise_mode="const")
@@ -65,9 +82,9 @@ def test_cli_snapshots_exports_and_resumes(tmp_path, capsys):
 
 
 def test_truncation_centre_is_the_mean_w():
-    cfg = cells_train.TrainConfig(**TINY)
-    G = cells_train.build_state(cfg, torch.device("cpu")).G_ema
-    cells_train.set_w_avg(G, count=2048)
+    cfg = cells_state.TrainConfig(**TINY)
+    G = cells_state.build_state(cfg, torch.device("cpu")).G_ema
+    cells_state.set_w_avg(G, count=2048)
     with torch.no_grad():
         mean_w = G.mapping(torch.randn(2048, 16), None)[:, 0].mean(0)
     assert torch.allclose(G.mapping.w_avg, mean_w, atol=0.05 * mean_w.abs().max())
@@ -76,8 +93,8 @@ def test_truncation_centre_is_the_mean_w():
 def test_divergence_stops_with_a_clear_message(tmp_path, monkeypatch):
     from napari_freedrag.errors import DivergedError
 
-    cfg = cells_train.TrainConfig(**TINY)
-    state = cells_train.build_state(cfg, torch.device("cpu"))
+    cfg = cells_state.TrainConfig(**TINY)
+    state = cells_state.build_state(cfg, torch.device("cpu"))
     monkeypatch.setattr(cells_train, "train_step", lambda *a: {"loss_G": float("nan")})
     with pytest.raises(DivergedError, match="lower --lr"):
         cells_train.train(state, make_images(4, size=16), tmp_path, kimg=1, minutes=None)
@@ -93,3 +110,65 @@ def test_translation_moves_content_without_changing_it():
     shifts = torch.stack(spots) - 15.5
     assert shifts.abs().max() <= 4 and shifts.abs().sum() > 0
     assert torch.equal((moved > 0).sum(dim=(1, 2, 3)), (x > 0).sum(dim=(1, 2, 3)))
+
+
+def test_a_run_can_start_from_an_export_with_a_new_discriminator(tmp_path):
+    """--init-from: G draws what the export draws (its feature scale undone), D starts anew
+    and its warm-up trains D alone; the run then snapshots and exports as usual."""
+    from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
+
+    assert cells_train.main(["--out", str(tmp_path / "a"), "--kimg", "0.008", *TINY_ARGS]) == 0
+    export = tmp_path / "a" / "cells.safetensors"
+    exported = build_generator(*load_checkpoint(export))
+    cfg = cells_state.TrainConfig(**TINY, pl_weight=2.0)
+    state = cells_state.state_from_export(cfg, export, torch.device("cpu"))
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        theirs = exported.synthesis(exported.mapping(z, None), noise_mode="const")
+        ours = state.G.synthesis(state.G.mapping(z, None), noise_mode="const")
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    scale = json.loads(export.with_suffix(".json").read_text())["info"]["feature_scale"]
+    assert scale != pytest.approx(1.0)
+    torch.testing.assert_close(  # the export's activations are c times the trained ones
+        state.G.synthesis.b4.const * scale, exported.synthesis.b4.const
+    )
+
+    g_before = [p.detach().clone() for p in state.G.parameters()]
+    d_before = [p.detach().clone() for p in state.D.parameters()]
+    cells_train.warm_up_discriminator(state, make_images(8, seed=0, size=16), iterations=2)
+    assert all(torch.equal(a, b) for a, b in zip(g_before, state.G.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, state.D.parameters(), strict=True))
+    assert (state.iteration, state.nimg) == (0, 0)
+
+    args = ["--out", str(tmp_path / "b"), "--kimg", "0.008", "--init-from", str(export),
+            "--d-warmup", "2", "--pl-weight", "2", *TINY_ARGS]  # fmt: skip
+    assert cells_train.main(args) == 0
+    resumed = torch.load(tmp_path / "b" / "snapshot.pt", weights_only=True)
+    assert resumed["nimg"] == 8 and resumed["pl_mean"] > 0
+
+
+def test_init_from_refuses_another_architecture(tmp_path):
+    from napari_freedrag.errors import InputError
+
+    assert cells_train.main(["--out", str(tmp_path), "--kimg", "0.004", *TINY_ARGS]) == 0
+    other = cells_state.TrainConfig(**{**TINY, "w_dim": 32})
+    with pytest.raises(InputError, match="another architecture"):
+        cells_state.state_from_export(other, tmp_path / "cells.safetensors", torch.device("cpu"))
+
+
+def test_a_compact_snapshot_resumes_without_the_optimiser_moments(tmp_path, capsys):
+    compact = tmp_path / "kept" / "compact.pt"
+    run = ["--out", str(tmp_path), "--kimg", "0.008", "--compact-out", str(compact)]
+    assert cells_train.main([*run, *TINY_ARGS]) == 0
+    full = torch.load(tmp_path / "snapshot.pt", weights_only=True)
+    small = torch.load(compact, weights_only=True)
+    assert "opt_G" in full and "opt_G" not in small
+    assert compact.stat().st_size < (tmp_path / "snapshot.pt").stat().st_size
+    for name in ("G", "D", "G_ema"):
+        for key, tensor in full[name].items():
+            torch.testing.assert_close(small[name][key], tensor)
+    assert (
+        cells_train.main(["--out", str(tmp_path), "--kimg", "0.016", "--resume", str(compact)]) == 0
+    )
+    assert "resumed at iteration 2" in capsys.readouterr().out
+    assert torch.load(tmp_path / "snapshot.pt", weights_only=True)["nimg"] == 16

@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from napari_freedrag.cli import main
+from napari_freedrag.testing import save_random_checkpoint
 
 from . import hostile_files
-from .cli_tiny_model import save_tiny_stylegan2
 
 DRAG = ["--drag", "10,10:10,14"]
 
@@ -29,7 +29,7 @@ DRAG = ["--drag", "10,10:10,14"]
 def world(tmp_path_factory) -> dict[str, Path]:
     """Files a user has lying around: a model, images, latents, text, a hostile pickle."""
     root = tmp_path_factory.mktemp("careless")
-    paths = {"root": root, "model": save_tiny_stylegan2(root)}
+    paths = {"root": root, "model": save_random_checkpoint(root)}
     paths["photo"] = root / "photo.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(paths["photo"])
     paths["mask"] = root / "mask.png"

@@ -10,8 +10,7 @@ import pytest
 
 from napari_freedrag.cli import main
 from napari_freedrag.io import read_image, read_provenance
-
-from .cli_tiny_model import save_tiny_stylegan2
+from napari_freedrag.testing import save_random_checkpoint
 
 REPORT_FIELDS = {
     "model", "method", "seed", "image_size", "handles", "targets", "final_points", "steps",
@@ -21,7 +20,7 @@ REPORT_FIELDS = {
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    return save_tiny_stylegan2(tmp_path_factory.mktemp("models"))
+    return save_random_checkpoint(tmp_path_factory.mktemp("models"))
 
 
 def _edit(model: Path, tmp_path: Path, *extra: str) -> tuple[int, Path, Path]:

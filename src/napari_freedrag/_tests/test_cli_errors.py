@@ -10,13 +10,12 @@ import pytest
 from PIL import Image
 
 from napari_freedrag.cli import main
-
-from .cli_tiny_model import save_tiny_stylegan2
+from napari_freedrag.testing import save_random_checkpoint
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    return save_tiny_stylegan2(tmp_path_factory.mktemp("models"))
+    return save_random_checkpoint(tmp_path_factory.mktemp("models"))
 
 
 class _RunsCode:

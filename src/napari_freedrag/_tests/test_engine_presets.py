@@ -13,13 +13,9 @@ from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
 
 @pytest.fixture(scope="module")
 def tiny_generator():
-    import torch
+    from napari_freedrag.testing import random_generator
 
-    from napari_freedrag._tests.cli_tiny_model import TINY_CONFIG
-    from napari_freedrag.models.stylegan2.network import Generator
-
-    torch.manual_seed(0)
-    return Generator(**TINY_CONFIG)
+    return random_generator()
 
 
 def backend_preset(kind, method, size, category=None, generator=None):

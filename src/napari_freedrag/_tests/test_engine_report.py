@@ -41,14 +41,9 @@ def test_a_chain_of_fifty_edits_keeps_the_report_size_bounded():
 
 
 def test_stylegan2_edits_refer_to_their_parent_by_id():
-    import torch
+    from napari_freedrag.testing import random_backend
 
-    from napari_freedrag._tests.cli_tiny_model import TINY_CONFIG
-    from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
-    from napari_freedrag.models.stylegan2.network import Generator
-
-    torch.manual_seed(0)
-    gen = StyleGAN2Backend(Generator(**TINY_CONFIG), "tiny")
+    gen = random_backend(name="tiny")
     results = chain(gen, gen.sample(0), 8, handle=(16.0, 12.0))
     infos = [size(r.state.info) for r in results]
     # the backend nests its whole start info as the parent; the engine keeps a reference

@@ -16,7 +16,8 @@ from napari_freedrag import imaging  # noqa: E402
 from napari_freedrag._tests.ldm_tiny import TINY_NATIVE_SIZE  # noqa: E402
 from napari_freedrag.errors import InputError, ModelError  # noqa: E402
 from napari_freedrag.models.ldm import lora  # noqa: E402
-from napari_freedrag.models.ldm.backend import FEATURE_BLOCK, load_ldm  # noqa: E402
+from napari_freedrag.models.ldm.loading import load_ldm  # noqa: E402
+from napari_freedrag.models.ldm.session import FEATURE_BLOCK  # noqa: E402
 
 H, W = 40, 56  # the user's image: not the working size, not square
 
@@ -108,7 +109,7 @@ def test_invert_accepts_any_image_and_results_map_back(gen, kind):
     assert start.info["working_size"] == [48, 64] and start.info["source"]["shape"] == list(
         image.shape
     )
-    back = imaging.from_model_rgb(start.image, start.extra["source"])
+    back = imaging.from_model_rgb(start.image, start.extra.source)
     assert back.shape == image.shape and back.dtype == image.dtype
     if kind == "rgba-float":
         np.testing.assert_array_equal(back[..., 3], 1.0)
@@ -206,7 +207,7 @@ def test_lora_trains_once_and_is_reused_from_the_cache(tiny_ldm_folder, monkeypa
 def test_a_seed_gives_a_generated_start_that_can_be_dragged(gen):
     start = gen.sample(seed=3)
     assert start.image.shape == (TINY_NATIVE_SIZE, TINY_NATIVE_SIZE, 3)
-    assert start.info["seed"] == 3 and start.extra["source"] is None
+    assert start.info["seed"] == 3 and start.extra.source is None
     np.testing.assert_array_equal(gen.sample(seed=3).image, start.image)  # deterministic
     assert not np.array_equal(gen.sample(seed=4).image, start.image)
     session = gen.session(start, None, "freedrag")

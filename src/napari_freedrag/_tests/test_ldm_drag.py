@@ -12,7 +12,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 import napari_freedrag as nfd  # noqa: E402
-from napari_freedrag.models.ldm.backend import load_ldm  # noqa: E402
+from napari_freedrag.models.ldm.loading import load_ldm  # noqa: E402
 
 H, W = 40, 56
 HANDLE, TARGET = [[20.0, 20.0]], [[20.0, 32.0]]
@@ -54,7 +54,7 @@ def test_drag_edits_the_user_sized_image_and_can_continue(gen, start, method):
     assert report["model"] == gen.name and report["image_size"] == [H, W]
     assert report["start"]["source"]["dtype"] == "uint16"
     # a second drag continues from the edited latent, keeping the original for attention
-    assert result.state.extra["z_t_orig"] is start.extra["z_t_orig"]
+    assert result.state.extra.z_t_orig is start.extra.z_t_orig
     again = nfd.drag(gen, result.state, result.points, TARGET, method=method, max_steps=1)
     assert again.image.shape == (H, W, 3)
 

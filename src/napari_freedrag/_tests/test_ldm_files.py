@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from napari_freedrag.errors import ModelError
-from napari_freedrag.models.ldm.backend import load_ldm
+from napari_freedrag.models.ldm.loading import load_ldm
 
 
 def test_text_encoder_saved_as_pytorch_model_bin_loads(tiny_ldm_folder, tmp_path):

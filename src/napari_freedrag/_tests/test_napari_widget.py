@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from napari_freedrag._tests.cli_tiny_model import TINY_CONFIG as TINY
 from napari_freedrag.napari import layers as L
+from napari_freedrag.testing import TINY, random_backend
 
 pytestmark = pytest.mark.napari
 napari = pytest.importorskip("napari")
 
 
 def tiny_backend():
-    from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
-    from napari_freedrag.models.stylegan2.network import Generator
-
-    torch.manual_seed(0)
-    return StyleGAN2Backend(Generator(**TINY), "tiny")
+    return random_backend(TINY, "tiny")
 
 
 class BrokenBackend:

@@ -13,8 +13,7 @@ import napari_freedrag as nfd
 from napari_freedrag.errors import InputError, ModelError
 from napari_freedrag.imaging import from_model_rgb
 from napari_freedrag.models.stylegan2.projection import similarity
-
-from .cli_tiny_model import save_tiny_stylegan2
+from napari_freedrag.testing import save_random_checkpoint
 
 #: Measured: W projections of this model's seed-3/5 samples reach 28-29 dB after 60 steps.
 OWN_SAMPLE_PSNR = 26.0
@@ -22,7 +21,7 @@ OWN_SAMPLE_PSNR = 26.0
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory):
-    return save_tiny_stylegan2(tmp_path_factory.mktemp("models"))
+    return save_random_checkpoint(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,14 @@ from PIL import Image
 
 from napari_freedrag.cli import main
 from napari_freedrag.io import read_image
-from napari_freedrag.models.cells.dataset import make_cell_image
 from napari_freedrag.models.stylegan2.projection import similarity
-
-from .cli_tiny_model import save_tiny_stylegan2
+from napari_freedrag.testing import save_random_checkpoint
+from napari_freedrag.training.cells.dataset import make_cell_image
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    return save_tiny_stylegan2(tmp_path_factory.mktemp("models"))
+    return save_random_checkpoint(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture()

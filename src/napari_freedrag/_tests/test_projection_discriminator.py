@@ -15,9 +15,9 @@ import napari_freedrag as nfd
 from napari_freedrag.errors import ModelError
 from napari_freedrag.models.stylegan2.discriminator import Discriminator, load_discriminator
 from napari_freedrag.models.stylegan2.network import Generator
+from napari_freedrag.testing import TINY, save_random_checkpoint
 
 from . import nvidia_pickles as nv
-from .cli_tiny_model import TINY_CONFIG, save_tiny_stylegan2
 
 D_KWARGS = {
     "c_dim": 0, "img_resolution": 32, "img_channels": 3, "architecture": "resnet",
@@ -71,7 +71,7 @@ def _module_tree(state_dict) -> dict:
 
 def _snapshot(path, discriminator: Discriminator | None) -> None:
     torch.manual_seed(0)
-    generator = Generator(**TINY_CONFIG)
+    generator = Generator(**TINY)
     weights = {k: v.numpy() for k, v in generator.state_dict().items()}
     data = {"G_ema": nv.generator_object(weights, {"init_kwargs": _g_kwargs()})}
     if discriminator is not None:
@@ -82,8 +82,8 @@ def _snapshot(path, discriminator: Discriminator | None) -> None:
 
 
 def _g_kwargs() -> dict:
-    synthesis = {k: TINY_CONFIG[k] for k in ("channel_base", "channel_max")}
-    return {**{k: v for k, v in TINY_CONFIG.items() if k not in synthesis},
+    synthesis = {k: TINY[k] for k in ("channel_base", "channel_max")}
+    return {**{k: v for k, v in TINY.items() if k not in synthesis},
             "synthesis_kwargs": synthesis}  # fmt: skip
 
 
@@ -113,14 +113,14 @@ def test_files_without_d_give_none(tmp_path):
     without = tmp_path / "network-snapshot-g-only.pkl"
     _snapshot(without, None)
     assert load_discriminator(without) is None
-    assert load_discriminator(save_tiny_stylegan2(tmp_path)) is None
+    assert load_discriminator(save_random_checkpoint(tmp_path)) is None
     assert load_discriminator(None) is None
 
 
 def test_d_that_does_not_fit_its_config_is_refused(tmp_path):
     path = tmp_path / "broken.pkl"
     nv.write_pickle(path, nv.snapshot(
-        {k: v.numpy() for k, v in Generator(**TINY_CONFIG).state_dict().items()},
+        {k: v.numpy() for k, v in Generator(**TINY).state_dict().items()},
         {"init_kwargs": _g_kwargs(), "img_resolution": 32},
     ))  # fmt: skip
     with pytest.raises(ModelError, match="discriminator"):

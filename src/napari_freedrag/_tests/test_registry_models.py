@@ -151,7 +151,7 @@ def test_cells_uses_the_bundled_weights_or_says_they_are_missing(
 def test_ldm_models_go_to_the_diffusion_loader(monkeypatch):
     calls = []
     monkeypatch.setattr(
-        "napari_freedrag.models.ldm.backend.load_ldm",
+        "napari_freedrag.models.ldm.loading.load_ldm",
         lambda spec, device: calls.append((spec, device)),
     )
     registry.load_generator("ldm:/models/sd15", device="cpu")

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from napari_freedrag import testing
 from napari_freedrag._tests.stylegan2_fixtures import TOLERANCE, load_fixture, rel_l2
 from napari_freedrag.engine.presets import FreeDragParams
 from napari_freedrag.engine.protocol import Backend, DragSession
 from napari_freedrag.errors import InputError, ModelError
 from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
 from napari_freedrag.models.stylegan2.network import Generator
+from napari_freedrag.models.stylegan2.partial import run_blocks
 
 
 def fixture_backend(shared_fixtures, name):
@@ -21,16 +23,11 @@ def fixture_backend(shared_fixtures, name):
 
 def random_backend(resolution=128, img_channels=3, seed=0):
     """A small random generator whose every tensor matters (non-zero biases and noise)."""
-    torch.manual_seed(seed)
-    generator = Generator(
-        16, 0, 32, resolution, img_channels, mapping_kwargs={"num_layers": 2},
-        channel_base=512, channel_max=16, conv_clamp=256,
+    config = testing.generator_config(
+        resolution, z_dim=16, w_dim=32, mapping_layers=2, channel_base=512, channel_max=16,
+        img_channels=img_channels, conv_clamp=256,
     )  # fmt: skip
-    for name, tensor in generator.named_parameters():
-        if name.endswith("bias") or name.endswith("noise_strength"):
-            tensor.data.normal_(0, 0.3)
-    generator.mapping.w_avg.normal_()
-    return StyleGAN2Backend(generator, "random", "cpu")
+    return testing.random_backend(config, seed=seed, perturb=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +124,7 @@ def test_gradients_match_the_plain_network(small):
     (features[:, 10:20, 10:20] ** 2).mean().backward()
     latent = state.latent[:, :6].clone().requires_grad_(True)
     ws = torch.cat([latent, state.latent[:, 6:]], dim=1)
-    x, _ = small.generator.synthesis.run(ws, until=64, with_img=False)
+    x, _ = run_blocks(small.generator.synthesis, ws, until=64, with_img=False)
     assert (x[0] - features).abs().max() < 1e-5
     (x[0, :, 10:20, 10:20] ** 2).mean().backward()
     assert torch.allclose(session.latent.grad, latent.grad, rtol=1e-4, atol=1e-8)
@@ -221,3 +218,27 @@ def test_unsupported_channel_counts_are_refused():
     generator = Generator(8, 0, 16, 8, 4, channel_base=64, channel_max=8)
     with pytest.raises(ModelError, match="4-channel"):
         StyleGAN2Backend(generator, "rgba", "cpu")
+
+
+def test_bfloat16_synthesis_stays_close_to_float32(small):
+    """The reduced-precision option (for GPUs) checked on the CPU: same image to the eye,
+    features within bfloat16's rounding, and a drag that still moves the handle."""
+    from napari_freedrag.engine.run import drag
+
+    reduced = StyleGAN2Backend(small.generator, small.name, precision="bfloat16")
+    state = small.sample(4)
+    image = reduced.render(state.latent)
+    assert image.dtype == np.uint8
+    assert np.abs(image.astype(int) - state.image.astype(int)).mean() < 1
+    full = small.session(state, None, "freedrag").features(state.latent[:, :6])
+    low = reduced.session(state, None, "freedrag").features(state.latent[:, :6])
+    assert low.dtype == torch.float32 and not torch.equal(low, full)  # it did run reduced
+    assert torch.linalg.vector_norm(low - full) < 0.03 * torch.linalg.vector_norm(full)
+    result = drag(reduced, state, [[64, 64]], [[64, 80]], max_steps=6)
+    assert np.isfinite(result.trace[-1]["loss"]) and result.points[0, 1] > 64
+
+
+@pytest.mark.parametrize("precision", ["float16", "float8", None])
+def test_unsupported_precisions_are_refused(small, precision):
+    with pytest.raises(InputError, match="bfloat16"):
+        StyleGAN2Backend(small.generator, "x", precision=precision)

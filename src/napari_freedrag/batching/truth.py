@@ -36,7 +36,9 @@ def cells_instructions(
 ) -> Iterator[dict[str, Any]]:
     """``count`` instructions, one per seed from ``first_seed``: move one cell by a vector
     ``distance`` pixels long, in a random direction that keeps it inside the image."""
-    from napari_freedrag.bench import BenchConfig, plan_instruction, segment
+    from napari_freedrag.bench.config import BenchConfig
+    from napari_freedrag.bench.instructions import plan_instruction
+    from napari_freedrag.cellseg import segment
     from napari_freedrag.models.registry import load_generator
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -51,7 +53,7 @@ def cells_instructions(
         plan = plan_instruction("move", segment(gen.sample(seed).image), rng, config)
         if plan is not None:
             made += 1
-            pairs = zip(plan["handles"], plan["targets"], strict=True)
+            pairs = zip(plan.handles, plan.targets, strict=True)
             yield {
                 "model": "cells",
                 "seed": seed,
@@ -83,7 +85,7 @@ def measure_truth(start_image: np.ndarray, image: np.ndarray, handles, targets) 
     have gone; the others where they were. Cells that appear only after the edit get new
     ids. ``cell_displacement`` is, per handle, how far its cell's centroid moved.
     """
-    from napari_freedrag.bench import segment, shift_mask
+    from napari_freedrag.cellseg import segment, shift_mask
 
     before, after = segment(start_image), segment(image)
     handles, targets = np.asarray(handles, float), np.asarray(targets, float)

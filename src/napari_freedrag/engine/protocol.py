@@ -27,15 +27,16 @@ class StartState:
     ``latent`` is backend-specific (StyleGAN2: the W+ tensor ``(1, num_ws, w_dim)``;
     latent diffusion: the inverted ``z_t``).  ``info`` is plain-JSON provenance (model,
     seed, truncation, source image, prompt, parent edit ...) that ends up in reports and
-    layer metadata.  ``extra`` holds backend-private objects (cached tensors, LoRA
-    weights, original latents) that must travel with the state but are not provenance.
+    layer metadata.  ``extra`` is the backend's own record of what must travel with the
+    state but is not provenance (latent diffusion: a typed ``ldm.session.LDMStart``;
+    StyleGAN2: a dict, empty unless the state was projected).
     """
 
     latent: torch.Tensor
     image_size: tuple[int, int]
     image: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: Any = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """FreeDrag / DragDiffusion on a Stable Diffusion 1.x model, built on diffusers and peft.
 
-Pipeline (spec ``algorithm.md`` §5, §6 "LDM specifics", §7b): the user's image is resized
+Pipeline (docs/ldm.md): the user's image is resized
 to the model's working size, VAE-encoded and DDIM-inverted to ``z_t``; the engine
 optimises ``z_t`` on the UNet's ``up_blocks[2]`` features; the result is sampled from
 ``[original z_t, edited z_t]`` with mutual self-attention and decoded.
@@ -13,191 +13,19 @@ placed on the user's image (or napari layer) need no conversion anywhere else.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from napari_freedrag import imaging
 from napari_freedrag.engine.protocol import METHODS, StartState
 from napari_freedrag.errors import InputError, ModelError
 from napari_freedrag.models.ldm import lora
-from napari_freedrag.models.ldm.attention import mutual_self_attention
 from napari_freedrag.models.ldm.inversion import DDIMSchedule
-
-log = logging.getLogger(__name__)
-
-#: The UNet decoder block whose output the drag is computed on (spec §6).
-FEATURE_BLOCK = 2
-
-_COMPONENTS = {
-    "unet": ("config.json", "diffusion_pytorch_model"),
-    "vae": ("config.json", "diffusion_pytorch_model"),
-    "text_encoder": ("config.json", "model"),
-    "tokenizer": (None, None),
-    "scheduler": ("scheduler_config.json", None),
-}
-
-_HOW_TO_GET = (
-    "download a Stable Diffusion 1.x model in diffusers format on a machine with internet, "
-    "e.g. `hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --local-dir SD15` "
-    "(or `huggingface-cli download ...`), copy the folder here and use ldm:SD15"
-)
-
-
-class _FeaturesReady(Exception):
-    """Raised by the feature hook to skip the rest of the UNet when only features are needed."""
-
-
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; multiplies the gradient by ``factor`` on the way back.
-
-    Under fp16 autocast, per-element gradients of a mean over ~50 000 feature values
-    (~2e-5) fall below float16's normal range; scaling them up on entering the UNet's
-    backward and down again at the float32 latent keeps them (a static GradScaler).
-    """
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor, factor: float) -> torch.Tensor:
-        ctx.factor = factor
-        return tensor.view_as(tensor)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad * ctx.factor, None
-
-
-# --- loading ---------------------------------------------------------------------------
-
-
-def _weights_variant(folder: Path, stem: str) -> str | None:
-    """``None`` for standard weight files, ``"fp16"`` for an fp16-only download; raises if none."""
-    for variant, suffix in ((None, ""), ("fp16", ".fp16")):
-        # transformers names .bin text encoders pytorch_model.bin (and loads them weights-only)
-        for name in (
-            f"{stem}{suffix}.safetensors",
-            f"{stem}{suffix}.bin",
-            f"pytorch_{stem}{suffix}.bin",
-        ):
-            if (folder / name).is_file() or (folder / f"{name}.index.json").is_file():
-                return variant
-    raise FileNotFoundError(f"{folder.name}/{stem}.safetensors")
-
-
-def _check_folder(folder: Path) -> dict[str, str | None]:
-    """Weight variants per component; ModelError naming every missing piece."""
-    missing, variants = [], {}
-    if not (folder / "model_index.json").is_file():
-        missing.append("model_index.json")
-    for component, (config, weights) in _COMPONENTS.items():
-        sub = folder / component
-        if not sub.is_dir():
-            missing.append(f"{component}/")
-            continue
-        if config and not (sub / config).is_file():
-            missing.append(f"{component}/{config}")
-        if component == "tokenizer":
-            has_vocab = (sub / "vocab.json").is_file() and (sub / "merges.txt").is_file()
-            if not (has_vocab or (sub / "tokenizer.json").is_file()):
-                missing.append("tokenizer/vocab.json + merges.txt (or tokenizer.json)")
-        if weights:
-            try:
-                variants[component] = _weights_variant(sub, weights)
-            except FileNotFoundError as err:
-                missing.append(f"{err.args[0]} (weights)")
-    if missing:
-        raise ModelError(
-            f"Stable Diffusion folder {folder} is incomplete: missing {', '.join(missing)}; "
-            + _HOW_TO_GET
-        )
-    return variants
-
-
-def resolve_model_folder(spec: str) -> Path:
-    """A local diffusers folder, or the snapshot of a Hugging Face id already in the cache."""
-    if not spec.strip():
-        raise ModelError("ldm: needs a folder or Hugging Face id after the colon; " + _HOW_TO_GET)
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return path.resolve()
-    looks_like_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
-    if looks_like_id and not path.exists():
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
-        try:
-            return Path(snapshot_download(spec, local_files_only=True))
-        except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
-            raise ModelError(
-                f"no diffusers folder {spec!r} and no Hugging Face cache entry for it "
-                "(napari-freedrag never downloads); " + _HOW_TO_GET
-            ) from None
-    if path.exists():
-        raise ModelError(f"{spec} is a file, not a diffusers model folder; " + _HOW_TO_GET)
-    raise ModelError(f"Stable Diffusion folder {spec} does not exist; " + _HOW_TO_GET)
-
-
-def load_ldm(
-    spec: str,
-    device: str | torch.device = "auto",
-    *,
-    num_inference_steps: int = 50,
-    inversion_strength: float = 0.7,
-    cpu_offload: bool = False,
-) -> LDMBackend:
-    """Load a Stable Diffusion 1.x diffusers folder (or cached HF id) without any network.
-
-    ``num_inference_steps`` and ``inversion_strength`` are the DDIM settings (spec: 50 and
-    0.7, so ``z_t`` sits at t = 681); ``cpu_offload`` keeps each component on the CPU until
-    it runs (small GPUs).
-    """
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    from napari_freedrag.config import resolve_device
-
-    spec = str(spec).removeprefix("ldm:")
-    folder = resolve_model_folder(spec)
-    variants = _check_folder(folder)
-    device = resolve_device(device)
-    common = {"local_files_only": True}
-    try:
-        unet = UNet2DConditionModel.from_pretrained(
-            folder, subfolder="unet", variant=variants["unet"], **common
-        )
-        vae = AutoencoderKL.from_pretrained(
-            folder, subfolder="vae", variant=variants["vae"], **common
-        )
-        text_encoder = CLIPTextModel.from_pretrained(
-            folder, subfolder="text_encoder", variant=variants["text_encoder"], **common
-        )
-        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **common)
-        scheduler = DDIMScheduler.from_pretrained(
-            folder, subfolder="scheduler", clip_sample=False, set_alpha_to_one=False, **common
-        )
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(
-            f"cannot read the Stable Diffusion model in {folder}: {first_line}; " + _HOW_TO_GET
-        ) from err
-    if scheduler.config.prediction_type != "epsilon":
-        raise ModelError(
-            f"{folder} predicts {scheduler.config.prediction_type!r}; only epsilon-prediction "
-            "Stable Diffusion 1.x models are supported"
-        )
-    return LDMBackend(
-        unet, vae, text_encoder, tokenizer, scheduler,
-        name=f"ldm:{spec}", folder=folder, device=device,
-        num_inference_steps=num_inference_steps, inversion_strength=inversion_strength,
-        cpu_offload=cpu_offload,
-    )  # fmt: skip
-
-
-# --- the backend -----------------------------------------------------------------------
+from napari_freedrag.models.ldm.session import LDMSession, LDMStart
 
 
 class LDMBackend:
@@ -218,7 +46,7 @@ class LDMBackend:
         self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
         #: Longer side of the working image (512 for SD 1.5).
         self.native_size = int(unet.config.sample_size) * self.vae_scale
-        #: Gradient scale through the fp16 UNet on CUDA (see :class:`_ScaleGrad`).
+        #: Gradient scale through the fp16 UNet on CUDA (see :class:`.session.ScaleGrad`).
         self.grad_scale = 2.0**12 if self.device.type == "cuda" else 1.0
         self.cpu_offload = cpu_offload and self.device.type == "cuda"
         if self.cpu_offload:
@@ -347,7 +175,7 @@ class LDMBackend:
         as a starting state.
 
         ``StartState.image`` is the reconstruction at the image's own size (RGB uint8);
-        ``imaging.from_model_rgb(result, state.extra["source"])`` maps any result back to
+        ``imaging.from_model_rgb(result, state.extra.source)`` maps any result back to
         the source's channels, dtype and value range. ``progress(step, total)`` follows
         LoRA training; raising from it (a Stop button) abandons the LoRA cleanly.
         """
@@ -400,18 +228,18 @@ class LDMBackend:
             "working_size": list(work), "num_inference_steps": len(self.schedule.timesteps),
             "timestep": self.schedule.start_timestep, **info,
         }  # fmt: skip
-        extra = {
-            "z_t_orig": z_orig.detach(), "prompt_embeds": embeds.detach(), "source": source,
-            "working_size": tuple(work),
-            "lora_adapter": info["lora"]["adapter"] if info.get("lora") else None,
-        }  # fmt: skip
+        extra = LDMStart(
+            z_t_orig=z_orig.detach(), prompt_embeds=embeds.detach(), source=source,
+            working_size=tuple(work),
+            lora_adapter=info["lora"]["adapter"] if info.get("lora") else None,
+        )  # fmt: skip
         size = source.size if source is not None else tuple(work)
         return StartState(z_t.detach(), size, image, info, extra)
 
     def session(self, start: StartState, mask: np.ndarray | None, method: str) -> LDMSession:
         if method not in METHODS:
             raise InputError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-        if "z_t_orig" not in start.extra:
+        if not isinstance(start.extra, LDMStart):
             raise InputError(
                 "this start state was not made by a latent diffusion model: "
                 "start from gen.invert(image) or gen.sample(seed)"
@@ -438,118 +266,3 @@ class LDMBackend:
         settings = lora.LoraSettings(**{name: lora_info[name] for name in fields})
         lora.attach_lora(self.unet, lora_info["adapter"], lora.load_lora(path), settings)
         self._adapters.add(lora_info["adapter"])
-
-
-class LDMSession:
-    """One drag on ``z_t``: UNet features, the latent mask term, mutual-attention rendering."""
-
-    def __init__(
-        self, backend: LDMBackend, start: StartState, mask: np.ndarray | None, method: str
-    ):
-        self.backend, self.start, self.method = backend, start, method
-        self.image_size = tuple(int(s) for s in start.image_size)
-        self.embeds = start.extra["prompt_embeds"].to(backend.device)
-        self.z_orig = start.extra["z_t_orig"].to(backend.device)
-        self.timestep = backend.schedule.start_timestep
-        self.adapter = start.extra.get("lora_adapter")
-        backend.use_lora(self.adapter)
-        self.latent = start.latent.detach().clone().to(backend.device).requires_grad_(True)
-        work_h, work_w = start.extra["working_size"]
-        self.feature_size = (work_h // 2, work_w // 2)
-        self.feature_scale = (
-            self.feature_size[0] / self.image_size[0],
-            self.feature_size[1] / self.image_size[1],
-        )
-        self.keep = self._keep_weights(mask)
-        self._noise_cache: tuple[torch.Tensor, int, torch.Tensor] | None = None
-        self._render_cache: tuple[torch.Tensor, np.ndarray] | None = None
-        if self.keep is not None:
-            with torch.no_grad():
-                eps = backend.predictor(self.embeds)(self.latent, self.timestep)
-                self.reference_prev = backend.schedule.step(
-                    eps, self.timestep, self.latent.detach()
-                )
-
-    def _keep_weights(self, mask: np.ndarray | None) -> torch.Tensor | None:
-        """``1 − mask`` at latent resolution (nearest), or ``None`` when nothing is painted."""
-        if mask is None:
-            return None
-        mask = np.asarray(mask)
-        if mask.shape != self.image_size:
-            raise InputError(
-                f"mask of shape {mask.shape} does not match the image {self.image_size}: "
-                "paint the mask on the image being edited"
-            )
-        if not mask.any():
-            return None
-        editable = torch.from_numpy((mask != 0).astype(np.float32))[None, None]
-        editable = F.interpolate(editable, size=self.latent.shape[-2:], mode="nearest")
-        return (1.0 - editable).to(self.backend.device)
-
-    def _unet_pass(self, latent: torch.Tensor, need_noise: bool):
-        """``(features (1, C, h, w), noise or None)``; stops after the feature block if it can."""
-        captured = {}
-
-        def hook(module, args, output):
-            captured["features"] = output
-            if not need_noise:
-                raise _FeaturesReady
-
-        scale = self.backend.grad_scale
-        handle = self.backend.unet.up_blocks[FEATURE_BLOCK].register_forward_hook(hook)
-        noise = None
-        try:
-            with self.backend.autocast():
-                noise = self.backend.unet(
-                    _ScaleGrad.apply(latent, 1.0 / scale),
-                    self.timestep,
-                    encoder_hidden_states=self.embeds,
-                ).sample
-        except _FeaturesReady:
-            pass
-        finally:
-            handle.remove()
-        features = _ScaleGrad.apply(captured["features"].float(), scale)
-        return features, None if noise is None else _ScaleGrad.apply(noise.float(), scale)
-
-    def features(self, latent: torch.Tensor, boxes=None) -> torch.Tensor:
-        """``up_blocks[2]`` output resized bilinearly to half the working size, ``(C, h, w)``."""
-        need_noise = self.keep is not None and torch.is_grad_enabled()
-        raw, noise = self._unet_pass(latent, need_noise)
-        if noise is not None:
-            self._noise_cache = (latent, latent._version, noise)
-        return F.interpolate(raw, size=self.feature_size, mode="bilinear")[0]
-
-    def mask_term(self, latent: torch.Tensor, features: torch.Tensor) -> torch.Tensor | None:
-        """Change of ``x_{t−1}`` outside the mask (FreeDrag: mean; DragDiffusion: sum)."""
-        if self.keep is None:
-            return None
-        cache = self._noise_cache
-        if cache is not None and cache[0] is latent and cache[1] == latent._version:
-            noise = cache[2]
-        else:
-            noise = self._unet_pass(latent, need_noise=True)[1]
-        prev = self.backend.schedule.step(noise, self.timestep, latent)
-        change = (prev - self.reference_prev).abs() * self.keep
-        return change.sum() if self.method == "draggan" else change.mean()
-
-    def render(self, latent: torch.Tensor) -> np.ndarray:
-        """Sample ``[original, edited]`` with mutual self-attention; the edited image, user size."""
-        latent = latent.detach()
-        if self._render_cache is not None and torch.equal(self._render_cache[0], latent):
-            return self._render_cache[1]
-        backend = self.backend
-        backend.use_lora(self.adapter)  # another image's session may have run in between
-        with torch.no_grad(), mutual_self_attention(backend.unet):
-            pair = torch.cat([self.z_orig, latent])
-            z0 = backend.schedule.sample(backend.predictor(self.embeds), pair)
-        image = backend.decode(z0[1:], self.image_size)
-        self._render_cache = (latent.clone(), image)
-        return image
-
-    def finish(self, latent: torch.Tensor) -> StartState:
-        image = self.render(latent)
-        info = {**self.start.info, "edited": True}
-        return StartState(
-            latent.detach().clone(), self.image_size, image, info, dict(self.start.extra)
-        )

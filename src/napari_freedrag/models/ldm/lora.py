@@ -1,7 +1,7 @@
 """Per-image LoRA on the UNet attention projections, trained with peft and cached on disk.
 
 Fitting a small LoRA to the one image being edited makes the UNet reconstruct it
-faithfully, which keeps the edit's identity (spec §6: rank 16, 200 steps, lr 2e-4,
+faithfully, which keeps the edit's identity (docs/algorithm.md §6: rank 16, 200 steps, lr 2e-4,
 batch 4, AdamW). Training is minutes on a GPU and hours on a CPU, so each LoRA is
 saved under ``<home>/lora/<key>.safetensors`` where the key hashes the image content,
 the model and every training setting; a second edit of the same image reuses it.

@@ -13,6 +13,7 @@ Speed comes from three exact shortcuts (none changes a computed number):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,8 @@ import torch.nn.functional as F
 
 from napari_freedrag.engine.protocol import METHODS, StartState
 from napari_freedrag.errors import InputError, ModelError
-from napari_freedrag.models.stylegan2.network import (
-    Generator,
-    Rect,
-    SynthesisLayer,
-    clip_rect,
-    input_rect,
-    to_uint8_image,
-)
+from napari_freedrag.models.stylegan2.network import Generator, to_uint8_image
+from napari_freedrag.models.stylegan2.partial import FeaturePath, Rect, clip_rect, run_blocks
 
 #: W+ vectors the drag optimises (FreeDrag and DragGAN both use the first 6).
 TRAINABLE_WS = 6
@@ -41,10 +36,13 @@ FEATURE_RES = 128
 MERGE_MARGIN = 4
 #: Regions covering more than this fraction of the map are computed as the full map.
 FULL_MAP_FRACTION = 0.6
+#: Precisions the synthesis can run in (autocast: weights, latents and results stay float32).
+#: No float16: the mask term's per-element gradients (~1e-7) would underflow in it.
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def feature_resolution(img_resolution: int) -> int:
-    """The synthesis block whose raw output serves as the drag features (spec §6)."""
+    """The synthesis block whose raw output serves as the drag features (docs/algorithm.md §6)."""
     if img_resolution >= 2 * FEATURE_RES:
         return FEATURE_RES
     return max(img_resolution // 2, 4)
@@ -62,7 +60,13 @@ class StyleGAN2Backend:
         device: torch.device | str = "cpu",
         category: str | None = None,
         checkpoint: str | Path | None = None,
+        precision: str = "float32",
     ):
+        if precision not in PRECISIONS:
+            raise InputError(
+                f"precision must be one of {', '.join(PRECISIONS)} (bfloat16 for a faster GPU "
+                f"run), got {precision!r}"
+            )
         if generator.img_channels not in (1, 3):
             raise ModelError(
                 f"{name}: {generator.img_channels}-channel StyleGAN2 models are not supported "
@@ -75,9 +79,17 @@ class StyleGAN2Backend:
         resolution = generator.img_resolution
         self.image_size = (resolution, resolution)
         self.feature_res = feature_resolution(resolution)
+        self.precision = precision
         #: The file the generator came from: projection reads its discriminator, if any.
         self.checkpoint = checkpoint
         self._discriminator: Any = None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The synthesis' convolutions and matrix products in ``precision`` (float32: as is)."""
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -131,11 +143,13 @@ class StyleGAN2Backend:
                                                         "source": "latent"})  # fmt: skip
 
     def render(self, ws: torch.Tensor, generator: Generator | None = None) -> np.ndarray:
-        """The ``(H, W, 3)`` uint8 image of a full W+ latent (``generator``: a projected copy)."""
+        """The ``(H, W, 3)`` uint8 image of a full W+ latent (``generator``: a projected copy);
+        no gradient, channels-last."""
         synthesis = (generator or self.generator).synthesis
-        with torch.no_grad():
-            img = synthesis(ws.to(self.device, torch.float32), noise_mode="const")
-        return to_uint8_image(img)
+        with torch.no_grad(), self.autocast():
+            ws = ws.to(self.device, torch.float32)
+            img = run_blocks(synthesis, ws, channels_last=True)[1]
+        return to_uint8_image(img.float())
 
     def invert_steps(self, image, *, value_range=None, stop=None, **settings):
         """Project a real image (see :mod:`.projection`): steps, then a start state."""
@@ -213,24 +227,7 @@ class StyleGAN2Session:
         res = backend.feature_res
         self.feature_scale = (res / self.image_size[0], res / self.image_size[1])
         self._feature_res = res
-        self._layers = [
-            (layer, w_index)
-            for block_res, layer, w_index in self._synthesis.conv_layers()
-            if block_res <= res
-        ]
-        with torch.no_grad():
-            self._frozen_weights = {
-                w_index: layer.conv_layout(layer.modulated_weight(ws[:, w_index]))
-                for layer, w_index in self._layers
-                if w_index >= n_trainable
-            }
-            # Trainable layers modulate activations (input gradients only, no weight
-            # gradients); their demodulation needs only per-layer sums of squares.
-            self._shared = {
-                w_index: (layer.conv_layout(layer.weight), layer.weight_sq())
-                for layer, w_index in self._layers
-                if w_index < n_trainable
-            }
+        self._path = FeaturePath(self._synthesis, ws, n_trainable, res)
         self._outside = self._outside_mask(mask)
         self._initial_features = None
         if self._outside is not None:
@@ -246,9 +243,11 @@ class StyleGAN2Session:
         regions = None
         if boxes is not None and self._outside is None:
             regions = self._regions(boxes)
+        with self.backend.autocast():
+            tiles = self._path(latent, [None] if regions is None else regions)
+        tiles = [tile.float() for tile in tiles]
         if regions is None:
-            return self._run_layers(latent, [None])[0][0]
-        tiles = self._run_layers(latent, regions)
+            return tiles[0][0]
         # Zero-pad each tile to the full map and add: regions are disjoint, so the sum is
         # exact, and its backward only slices the gradient (no full-size copies).
         size = self._feature_res
@@ -259,7 +258,7 @@ class StyleGAN2Session:
         return out[0]
 
     def mask_term(self, latent: torch.Tensor, features: torch.Tensor) -> torch.Tensor | None:
-        """Mean ``|F - F0|`` over feature entries outside the editable region (spec §5)."""
+        """Mean ``|F - F0|`` over feature entries outside the editable region (algorithm §5)."""
         if self._outside is None:
             return None
         return (features - self._initial_features).abs()[:, self._outside].mean()
@@ -278,57 +277,6 @@ class StyleGAN2Session:
 
     def _full_ws(self, latent: torch.Tensor) -> torch.Tensor:
         return torch.cat([latent.detach().to(self._frozen_ws.device), self._frozen_ws], dim=1)
-
-    def _apply(self, layer: SynthesisLayer, w_index: int, latent: torch.Tensor, x, **region):
-        """One layer: cached weights when its style is frozen, styles on activations if not."""
-        frozen = self._frozen_weights.get(w_index)
-        if frozen is not None:
-            return layer(x, weight=frozen, noise_mode="const", **region)
-        shared_weight, weight_sq = self._shared[w_index]
-        return layer(
-            x, latent[:, w_index], noise_mode="const", fused=False,
-            shared_weight=shared_weight, weight_sq=weight_sq, **region,
-        )  # fmt: skip
-
-    def _run_layers(self, latent: torch.Tensor, regions: list[Rect | None]) -> list[torch.Tensor]:
-        """The feature block's output over each region (``None``: the full map).
-
-        Layers whose needed output is the whole map run once, shared by all regions;
-        from the first layer where some region needs less, each region runs on its own
-        receptive field.
-        """
-        plans = [self._plan(region) for region in regions]
-        first_partial = min(
-            (next((k for k, rect in enumerate(plan) if rect is not None), len(plan))
-             for plan in plans),
-            default=len(self._layers),
-        )  # fmt: skip
-        x = self._synthesis.b4.const.unsqueeze(0)
-        for layer, w_index in self._layers[:first_partial]:
-            x = self._apply(layer, w_index, latent, x)
-        tiles = []
-        for plan in plans:
-            tile, have = x, None
-            for (layer, w_index), out_rect in list(zip(self._layers, plan, strict=True))[
-                first_partial:
-            ]:
-                tile = self._apply(layer, w_index, latent, tile, in_rect=have, out_rect=out_rect)
-                have = out_rect
-            tiles.append(tile)
-        return tiles
-
-    def _plan(self, region: Rect | None) -> list[Rect | None]:
-        """Per layer, the output rectangle to compute (``None``: the whole map)."""
-        plan: list[Rect | None] = [None] * len(self._layers)
-        rect = region
-        for k in range(len(self._layers) - 1, -1, -1):
-            layer = self._layers[k][0]
-            size = layer.resolution
-            if rect is None or rect == (0, size, 0, size):
-                break
-            plan[k] = rect
-            rect = clip_rect(input_rect(rect, layer.up), size // layer.up)
-        return plan
 
     def _regions(self, boxes) -> list[Rect] | None:
         """Clipped, merged ``(r0, r1, c0, c1)`` regions; ``None`` when the full map is cheaper."""

@@ -6,10 +6,10 @@ custom ops). Up-sampling follows NVIDIA's ``upfirdn2d`` semantics with the ``[1,
 filter: a stride-2 transposed convolution followed by the FIR filter for ``conv0``, and
 zero insertion followed by the FIR filter for the skip image.
 
-Every convolution layer can also compute a rectangular *region* of its output from the
-matching region of its input (:meth:`SynthesisLayer.forward` with ``out_rect``): the
-drag backend uses that to compute the high-resolution blocks only where the loss reads
-them, with values identical to the full map.
+This module is NVIDIA's forward only. Running part of the network (up to the feature
+block, over a region, from cached lower blocks) has one home: :mod:`.partial`. The
+layers expose the pieces it needs (``conv`` with a "valid" mode, ``styled_conv``,
+``activate``) so that both compute with the same operations.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_freedrag.errors import ModelError
-
-#: ``(r0, r1, c0, c1)``: rows ``r0:r1`` and columns ``c0:c1`` (end-exclusive).
-Rect = tuple[int, int, int, int]
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
@@ -42,21 +39,27 @@ def bias_act(
     activation: str = "linear",
     gain: float | None = None,
     clamp: float | None = None,
+    inplace: bool = False,
 ) -> torch.Tensor:
-    """Bias, activation, gain and clamp in NVIDIA's order (bias on dimension 1)."""
-    if bias is not None:
-        x = x + bias.reshape([1, -1] + [1] * (x.ndim - 2))
-    if activation == "lrelu":
-        x = F.leaky_relu(x, LRELU_SLOPE)
-        gain = LRELU_GAIN if gain is None else gain
-    elif activation == "linear":
-        gain = 1.0 if gain is None else gain
-    else:
+    """Bias, activation, gain and clamp in NVIDIA's order (bias on dimension 1).
+
+    ``inplace`` overwrites ``x`` (same numbers, no new full-size buffers: renders of
+    large images spend much of their time allocating and filling those).
+    """
+    if activation not in ("lrelu", "linear"):
         raise ModelError(f"unsupported activation {activation!r}: use 'lrelu' or 'linear'")
+    if bias is not None:
+        bias = bias.reshape([1, -1] + [1] * (x.ndim - 2))
+        x = x.add_(bias) if inplace else x + bias
+    if activation == "lrelu":
+        x = F.leaky_relu_(x, LRELU_SLOPE) if inplace else F.leaky_relu(x, LRELU_SLOPE)
+        gain = LRELU_GAIN if gain is None else gain
+    else:
+        gain = 1.0 if gain is None else gain
     if gain != 1:
-        x = x * gain
+        x = x.mul_(gain) if inplace else x * gain
     if clamp is not None and clamp >= 0:
-        x = x.clamp(-clamp, clamp)
+        x = x.clamp_(-clamp, clamp) if inplace else x.clamp(-clamp, clamp)
     return x
 
 
@@ -67,12 +70,13 @@ def make_resample_filter(taps: Sequence[float] = (1, 3, 3, 1)) -> torch.Tensor:
     return f / f.sum()
 
 
-def fir_filter(x: torch.Tensor, f: torch.Tensor, gain: float) -> torch.Tensor:
-    """Depthwise 'valid' correlation of every channel with the (flipped) 2-D filter ``f``."""
+def fir_filter(x: torch.Tensor, f: torch.Tensor, gain: float, padding: int = 0) -> torch.Tensor:
+    """Depthwise correlation of every channel with the (flipped) 2-D filter ``f``
+    ('valid', after ``padding`` zero rows/columns on each side)."""
     channels = x.shape[1]
     kernel = (f * gain).flip([0, 1]).to(x.dtype)
     kernel = kernel[None, None].expand(channels, 1, *f.shape)
-    return F.conv2d(x, kernel, groups=channels)
+    return F.conv2d(x, kernel, padding=padding, groups=channels)
 
 
 def upsample_image(img: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -96,24 +100,6 @@ def modulate(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool) -> to
 def demodulation(modulated: torch.Tensor) -> torch.Tensor:
     """``(B, out)`` factors that give every output channel unit expected variance."""
     return (modulated.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
-
-
-def input_rect(out_rect: Rect, up: int) -> Rect:
-    """The input region (unclipped: may reach outside the map) a 3x3 layer reads for ``out_rect``.
-
-    ``up == 1``: plain 3x3 convolution with padding 1. ``up == 2``: output ``o`` reads the
-    transposed-convolution output ``t`` in ``o-1 .. o+2``, which reads inputs
-    ``ceil((t-2)/2) .. floor(t/2)``.
-    """
-    r0, r1, c0, c1 = out_rect
-    if up == 1:
-        return (r0 - 1, r1 + 1, c0 - 1, c1 + 1)
-    return (-((3 - r0) // 2), (r1 + 1) // 2 + 1, -((3 - c0) // 2), (c1 + 1) // 2 + 1)
-
-
-def clip_rect(rect: Rect, size: int) -> Rect:
-    r0, r1, c0, c1 = rect
-    return (max(r0, 0), min(r1, size), max(c0, 0), min(c1, size))
 
 
 class FullyConnectedLayer(nn.Module):
@@ -264,78 +250,59 @@ class SynthesisLayer(nn.Module):
         """``(out, in)`` squared weights summed over the kernel: demodulation without modulating."""
         return self.weight.square().sum(dim=[2, 3])
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        w: torch.Tensor | None = None,
-        noise_mode: str = "const",
-        *,
-        weight: torch.Tensor | None = None,
-        fused: bool | None = None,
-        shared_weight: torch.Tensor | None = None,
-        weight_sq: torch.Tensor | None = None,
-        in_rect: Rect | None = None,
-        out_rect: Rect | None = None,
-    ) -> torch.Tensor:
-        """Apply the layer to ``x`` (the input map, or its region ``in_rect``).
-
-        Either ``w`` (B, w_dim) or a precomputed ``weight`` from :meth:`modulated_weight`.
-        With ``w``, ``fused`` (default: for single samples) modulates the weights; otherwise
-        the styles scale the activations and the shared weights stay out of autograd's
-        way (``shared_weight``: :attr:`weight` in a faster memory layout, see
-        :meth:`conv_layout`; ``weight_sq``: a cached :meth:`weight_sq`). ``out_rect``
-        (default: the whole map) selects the output region; ``x`` must cover at least
-        :func:`input_rect` of it clipped to the map. Values inside the region equal those
-        of the full computation.
-        """
-        n_in = self.resolution // self.up
-        full = (0, self.resolution, 0, self.resolution)
-        out_rect = full if out_rect is None else out_rect
-        in_rect = (0, n_in, 0, n_in) if in_rect is None else in_rect
-        top, bottom, left, right = _pads(in_rect, input_rect(out_rect, self.up))
-        padding = 0
-        if self.up == 1 and top == bottom >= 0 and left == right >= 0:
-            padding = (top, left)  # let the convolution pad: saves a copy of the input
-        elif top or bottom or left or right:
-            x = F.pad(x, [left, right, top, bottom])
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """NVIDIA's layer: modulated weights for a single sample, modulated activations
+        (the same numbers, one shared weight) for a batch."""
         batch = x.shape[0]
-        if weight is None and not (batch == 1 if fused is None else fused):
-            styles = self.affine(w)
-            x = x * styles.reshape(batch, -1, 1, 1).to(x.dtype)
-            shared = self.weight if shared_weight is None else shared_weight
-            y = self._conv(x, shared.to(x.dtype), out_rect, padding)
-            weight_sq = self.weight_sq() if weight_sq is None else weight_sq
-            dcoefs = (styles.square() @ weight_sq.t() + 1e-8).rsqrt()
-            y = y * dcoefs.reshape(batch, -1, 1, 1).to(y.dtype)
+        if batch == 1:
+            y = self.grouped_conv(x, self.modulated_weight(w))
         else:
-            if weight is None:
-                weight = self.modulated_weight(w)
-            y = self._grouped_conv(x, weight.to(x.dtype), out_rect, padding)
-        noise = self._noise(noise_mode, batch, out_rect, y)
-        if noise is not None:
-            y = y + noise
-        clamp = self.conv_clamp
-        return bias_act(y, self.bias.to(y.dtype), activation=self.activation, clamp=clamp)
+            y = self.styled_conv(x, w)
+        return self.activate(y, self.noise(noise_mode, batch, y))
 
-    def _grouped_conv(
-        self, x: torch.Tensor, weight: torch.Tensor, out_rect: Rect, padding
-    ) -> torch.Tensor:
+    def grouped_conv(self, x: torch.Tensor, weight: torch.Tensor, padding=1) -> torch.Tensor:
+        """:meth:`conv` with per-sample weights ``(B, out, in, 3, 3)`` (one group per sample)."""
+        weight = weight.to(x.dtype)
         batch, out_ch, in_ch = weight.shape[:3]
         if batch == 1:
-            return self._conv(x, weight[0], out_rect, padding)
-        y = self._conv(
+            return self.conv(x, weight[0], padding)
+        y = self.conv(
             x.reshape(1, -1, *x.shape[2:]),
             weight.reshape(batch * out_ch, in_ch, 3, 3),
-            out_rect,
             padding,
-            batch,
+            groups=batch,
         )
         return y.reshape(batch, out_ch, *y.shape[2:])
 
-    def _conv(
-        self, x: torch.Tensor, weight: torch.Tensor, out_rect: Rect, padding, groups: int = 1
+    def styled_conv(
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        padding=1,
+        shared_weight: torch.Tensor | None = None,
+        weight_sq: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Convolution of the zero-padded input region (weight: (groups*out, in, 3, 3))."""
+        """The styles scale the activations, the shared weights stay out of autograd's way
+        (``shared_weight``: :attr:`weight` in a faster layout, see :meth:`conv_layout`;
+        ``weight_sq``: a cached :meth:`weight_sq`)."""
+        batch = x.shape[0]
+        styles = self.affine(w)
+        x = x * styles.reshape(batch, -1, 1, 1).to(x.dtype)
+        shared = self.weight if shared_weight is None else shared_weight
+        y = self.conv(x, shared.to(x.dtype), padding)
+        weight_sq = self.weight_sq() if weight_sq is None else weight_sq
+        dcoefs = (styles.square() @ weight_sq.t() + 1e-8).rsqrt()
+        return y * dcoefs.reshape(batch, -1, 1, 1).to(y.dtype)
+
+    def conv(self, x: torch.Tensor, weight: torch.Tensor, padding=1, groups: int = 1):
+        """The 3x3 convolution (``up == 2``: stride-2 transposed, then the FIR filter) of
+        weights ``(groups*out, in, 3, 3)``.
+
+        ``padding=1``: NVIDIA's same-size output. ``padding=0`` ("valid"): ``x`` is a
+        region with a one-pixel halo; the output is ``n - 2`` (``up == 1``) or ``2n - 4``
+        (``up == 2``) pixels per side for ``n`` input pixels. ``up == 1`` also takes
+        ``(rows, cols)`` paddings.
+        """
         if self.up == 1:
             return F.conv2d(x, weight, padding=padding, groups=groups)
         out_ch = weight.shape[0] // groups
@@ -349,31 +316,36 @@ class SynthesisLayer(nn.Module):
                 .reshape(groups * in_ch, out_ch, 3, 3)
             )
         t = F.conv_transpose2d(x, wt, stride=2, groups=groups)
-        # t[i] sits at transposed-output coordinate 2*v0 + i; keep o-1 .. o+2 for every o.
-        v = input_rect(out_rect, self.up)
-        r0, r1, c0, c1 = out_rect
-        t = t[:, :, r0 - 1 - 2 * v[0] : r1 + 2 - 2 * v[0], c0 - 1 - 2 * v[2] : c1 + 2 - 2 * v[2]]
-        return fir_filter(t, self.resample_filter, gain=4.0)
+        if padding == 0:
+            t = t[:, :, 1:-1, 1:-1]
+        return fir_filter(t, self.resample_filter, gain=4.0, padding=padding)
 
-    def _noise(
-        self, noise_mode: str, batch: int, out_rect: Rect, like: torch.Tensor
+    def noise(
+        self,
+        noise_mode: str,
+        batch: int,
+        like: torch.Tensor,
+        window: tuple[slice, slice] = (slice(None), slice(None)),
     ) -> torch.Tensor | None:
+        """The per-pixel noise over ``window`` of the output map (``None``: no noise)."""
         if not self.use_noise or noise_mode == "none":
             return None
-        r0, r1, c0, c1 = out_rect
         if noise_mode == "const":
-            return (self.noise_const[r0:r1, c0:c1] * self.noise_strength).to(like.dtype)
+            return (self.noise_const[window] * self.noise_strength).to(like.dtype)
         if noise_mode == "random":
             full = torch.randn(
                 [batch, 1, self.resolution, self.resolution], device=like.device, dtype=like.dtype
             )
-            return full[:, :, r0:r1, c0:c1] * self.noise_strength
+            return full[(slice(None), slice(None), *window)] * self.noise_strength
         raise ModelError(f"unknown noise_mode {noise_mode!r}: use 'const', 'random' or 'none'")
 
-
-def _pads(have: Rect, want: Rect) -> tuple[int, int, int, int]:
-    """Zero rows/cols to add (negative: to crop) so that a map covering ``have`` covers ``want``."""
-    return (have[0] - want[0], want[1] - have[1], have[2] - want[2], want[3] - have[3])
+    def activate(self, y: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """Noise, bias, leaky ReLU, gain, clamp; in place when no gradient can need ``y``."""
+        inplace = not (torch.is_grad_enabled() and y.requires_grad)
+        if noise is not None:
+            y = y.add_(noise) if inplace else y + noise
+        bias = self.bias.to(y.dtype)
+        return bias_act(y, bias, activation=self.activation, clamp=self.conv_clamp, inplace=inplace)
 
 
 class ToRGBLayer(nn.Module):
@@ -528,37 +500,13 @@ class SynthesisNetwork(nn.Module):
                 layers.append((res, layer, self.w_offsets[res] + i))
         return layers
 
-    def run(
-        self,
-        ws: torch.Tensor,
-        *,
-        until: int | None = None,
-        after: int | None = None,
-        x: torch.Tensor | None = None,
-        img: torch.Tensor | None = None,
-        noise_mode: str = "const",
-        with_img: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Partial synthesis: the blocks after ``after`` (whose ``x, img`` outputs are given)
-        up to and including ``until``; returns that block's raw ``(x, img)``."""
-        until = self.img_resolution if until is None else until
-        self.block(until)
-        if after is not None:
-            self.block(after)
-        for res in self.block_resolutions:
-            if after is not None and res <= after:
-                continue
-            if res > until:
-                break
-            x, img = self.block(res)(
-                x, img, self.block_ws(ws, res), noise_mode=noise_mode, with_img=with_img
-            )
-        return x, img
-
     def forward(
         self, ws: torch.Tensor, noise_mode: str = "const", force_fp32: bool = True, **_
     ) -> torch.Tensor:
-        return self.run(ws, noise_mode=noise_mode)[1]
+        x = img = None
+        for res in self.block_resolutions:
+            x, img = self.block(res)(x, img, self.block_ws(ws, res), noise_mode=noise_mode)
+        return img
 
 
 class Generator(nn.Module):

@@ -8,19 +8,17 @@ path-length regularisation. Runs on CPU or CUDA, is seeded, and resumes from the
 snapshot it writes every few minutes.
 
     napari-freedrag train-cells --out runs/cells --minutes 85
-    python -m napari_freedrag.models.cells.train --out runs/cells --resume runs/cells/snapshot.pt
+    python -m napari_freedrag.training.cells.train --out runs/cells --resume runs/cells/snapshot.pt
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
-import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,89 +26,17 @@ import torch
 import torch.nn.functional as F
 
 from napari_freedrag.errors import DivergedError
-from napari_freedrag.imaging import model_pixels_to_uint8
-from napari_freedrag.models.cells.dataset import cached_images
-from napari_freedrag.models.cells.discriminator import Discriminator
-
-
-@dataclass
-class TrainConfig:
-    resolution: int = 64
-    z_dim: int = 128
-    w_dim: int = 128
-    mapping_layers: int = 2
-    channel_base: int = 2048
-    channel_max: int = 128
-    # Batch 16 with lr 0.0025 collapsed to one central blob by 16 kimg; StyleGAN2-ADA's
-    # smallest batch at 64 px is 32.
-    batch: int = 32
-    lr: float = 0.002
-    # StyleGAN2-ADA's heuristic (0.0002 * res^2 / batch = 0.05 at 64 px, batch 16) let D
-    # overpower G within 15 kimg here (real logits ~8, G collapsed to black).
-    r1_gamma: float = 1.0
-    r1_interval: int = 16
-    style_mixing: float = 0.0  # probability; 0.9 is StyleGAN2's value, off for speed
-    pl_weight: float = 0.0  # path-length regularisation weight; 2.0 in StyleGAN2, off
-    pl_interval: int = 4
-    # DiffAugment-style random translation (up to this fraction of the size) of everything
-    # D sees, reals and fakes alike. Without it D won within 15-30 kimg in all three
-    # earlier runs and G collapsed (see docs/cells-model.md).
-    augment_translation: float = 0.125
-    ema_kimg: float = 5.0
-    ema_rampup: float = 0.05
-    dataset_size: int = 20000
-    seed: int = 0
-
-    def generator_kwargs(self) -> dict:
-        """Constructor kwargs of the generator, also the exported ``.json``."""
-        return {
-            "z_dim": self.z_dim,
-            "c_dim": 0,
-            "w_dim": self.w_dim,
-            "img_resolution": self.resolution,
-            "img_channels": 3,
-            "mapping_kwargs": {"num_layers": self.mapping_layers},
-            "channel_base": self.channel_base,
-            "channel_max": self.channel_max,
-            "num_fp16_res": 0,
-            "conv_clamp": 256,
-        }
-
-
-@dataclass
-class TrainState:
-    """Everything a snapshot restores; ``iteration`` and ``nimg`` continue across resumes."""
-
-    config: TrainConfig
-    G: torch.nn.Module
-    D: torch.nn.Module
-    G_ema: torch.nn.Module
-    opt_G: torch.optim.Optimizer
-    opt_D: torch.optim.Optimizer
-    iteration: int = 0
-    nimg: int = 0
-    pl_mean: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
-    seconds: float = 0.0
-
-
-def _lazy_adam(params, cfg: TrainConfig, interval: int) -> torch.optim.Adam:
-    """Adam with StyleGAN2's correction for a regulariser run every ``interval`` steps."""
-    ratio = interval / (interval + 1) if interval else 1.0
-    return torch.optim.Adam(params, lr=cfg.lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
-
-
-def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
-    from napari_freedrag.models.stylegan2.network import Generator
-
-    torch.manual_seed(cfg.seed)
-    G = Generator(**cfg.generator_kwargs()).to(device).train()
-    D = Discriminator(cfg.resolution, 3, cfg.channel_base, cfg.channel_max).to(device).train()
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    return TrainState(
-        config=cfg, G=G, D=D, G_ema=G_ema,
-        opt_G=_lazy_adam(G.parameters(), cfg, cfg.pl_interval if cfg.pl_weight else 0),
-        opt_D=_lazy_adam(D.parameters(), cfg, cfg.r1_interval),
-    )
+from napari_freedrag.training.cells.dataset import cached_images
+from napari_freedrag.training.cells.quality import generate_images, tile
+from napari_freedrag.training.cells.state import (
+    TrainConfig,
+    TrainState,
+    build_state,
+    export_generator,
+    load_snapshot,
+    save_snapshot,
+    state_from_export,
+)
 
 
 def _latents(state: TrainState, batch: int, device) -> torch.Tensor:
@@ -143,13 +69,23 @@ def train_step(state: TrainState, reals: torch.Tensor) -> dict:
     if cfg.pl_weight and state.iteration % cfg.pl_interval == 0:
         logs["pl"] = _path_length_step(state, max(batch // 2, 1), device)
     state.opt_G.step()
+    logs.update(discriminator_step(state, reals, state.iteration % cfg.r1_interval == 0))
+    _update_ema(state, batch)
+    state.iteration += 1
+    state.nimg += batch
+    return logs
 
-    # Discriminator: logistic loss on fakes and reals, lazy R1 on reals.
+
+def discriminator_step(state: TrainState, reals: torch.Tensor, with_r1: bool) -> dict:
+    """Logistic loss on fakes and reals, lazy R1 on reals (when ``with_r1``); G unchanged."""
+    cfg, G, D = state.config, state.G, state.D
+    device, batch = reals.device, reals.shape[0]
+    logs = {}
     G.requires_grad_(False)
     D.requires_grad_(True)
     with torch.no_grad():
         fakes = G.synthesis(_latents(state, batch, device), noise_mode="random")
-    do_r1 = cfg.r1_gamma > 0 and state.iteration % cfg.r1_interval == 0
+    do_r1 = cfg.r1_gamma > 0 and with_r1
     reals = reals.detach().requires_grad_(do_r1)
     real_logits = D(translate(reals, cfg.augment_translation))
     fake_logits_d = D(translate(fakes, cfg.augment_translation))
@@ -165,26 +101,46 @@ def train_step(state: TrainState, reals: torch.Tensor) -> dict:
     state.opt_D.step()
     logs["loss_D"] = loss_D.item()
     logs["real_logit"] = real_logits.mean().item()
-    logs["fake_logit"] = fake_logits.mean().item()
-
-    _update_ema(state, batch)
-    state.iteration += 1
-    state.nimg += batch
+    logs["fake_logit"] = fake_logits_d.mean().item()
     return logs
 
 
 def _path_length_step(state: TrainState, batch: int, device) -> float:
     """Accumulate StyleGAN2's path-length penalty into G's gradients; returns the length."""
-    cfg, G = state.config, state.G
-    ws = _latents(state, batch, device)
-    img = G.synthesis(ws, noise_mode="random")
-    noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
-    (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
-    lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
+    cfg = state.config
+    lengths = _path_lengths(state, batch, device, create_graph=True)
     state.pl_mean = state.pl_mean.to(device).lerp(lengths.mean().detach(), 0.01)
     penalty = (lengths - state.pl_mean).square().mean() * cfg.pl_weight * cfg.pl_interval
     penalty.backward()
     return lengths.mean().item()
+
+
+def _path_lengths(state: TrainState, batch: int, device, create_graph: bool) -> torch.Tensor:
+    """Per-sample Jacobian norms |J^T y| of synthesis w.r.t. W+, y a random image."""
+    ws = _latents(state, batch, device)
+    if not ws.requires_grad:
+        ws.requires_grad_(True)
+    img = state.G.synthesis(ws, noise_mode="random")
+    noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+    (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=create_graph)
+    return grad.square().sum(dim=2).mean(dim=1).sqrt()
+
+
+def warm_up_discriminator(state: TrainState, images: np.ndarray, iterations: int) -> None:
+    """Train a new D alone against a trained G, so G's first updates get a useful signal.
+    Not counted in ``iteration`` or ``nimg``."""
+    device = next(state.G.parameters()).device
+    rng = np.random.default_rng(state.config.seed + 7)
+    for step in range(1, iterations + 1):
+        index = rng.integers(0, len(images), size=state.config.batch)
+        with_r1 = step % state.config.r1_interval == 0
+        logs = discriminator_step(state, _to_batch(images, index, device), with_r1)
+        if step % 10 == 0:
+            print(
+                f"D warm-up {step}/{iterations} "
+                + " ".join(f"{k} {v:.3f}" for k, v in logs.items()),
+                flush=True,
+            )
 
 
 def translate(x: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -217,65 +173,9 @@ def _update_ema(state: TrainState, batch: int) -> None:
 
 
 @torch.no_grad()
-def set_w_avg(G, count: int = 4096, seed: int = 123) -> None:
-    """Store the mean W in ``mapping.w_avg`` so truncation pulls towards the real centre."""
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(count, G.z_dim, generator=gen).to(G.mapping.w_avg.device)
-    G.mapping.w_avg.copy_(G.mapping(z, None)[:, 0].mean(dim=0))
-
-
-def save_snapshot(state: TrainState, path: Path) -> None:
-    """Everything needed to resume, written atomically."""
-    payload = {
-        "config": asdict(state.config),
-        "G": state.G.state_dict(), "D": state.D.state_dict(), "G_ema": state.G_ema.state_dict(),
-        "opt_G": state.opt_G.state_dict(), "opt_D": state.opt_D.state_dict(),
-        "iteration": state.iteration, "nimg": state.nimg, "pl_mean": state.pl_mean.cpu(),
-        "seconds": state.seconds, "torch_rng": torch.get_rng_state(),
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_snapshot(path: Path, device: torch.device) -> TrainState:
-    payload = torch.load(path, map_location=device, weights_only=True)
-    state = build_state(TrainConfig(**payload["config"]), device)
-    for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
-        getattr(state, name).load_state_dict(payload[name])
-    state.iteration, state.nimg = payload["iteration"], payload["nimg"]
-    state.pl_mean, state.seconds = payload["pl_mean"], payload["seconds"]
-    torch.set_rng_state(payload["torch_rng"])
-    return state
-
-
-def export_generator(state: TrainState, stem: Path) -> Path:
-    """Write ``G_ema`` as ``stem.safetensors`` + ``stem.json``, the project's checkpoint format,
-    with ``w_avg`` set and its activations scaled for FreeDrag's thresholds (feature_scale)."""
-    from napari_freedrag.models.cells.feature_scale import calibrate
-    from napari_freedrag.models.stylegan2.checkpoint import save_checkpoint
-
-    G = copy.deepcopy(state.G_ema).cpu()
-    set_w_avg(G)
-    config = state.config.generator_kwargs()
-    scale = calibrate(G)
-    if config["conv_clamp"] is not None:  # clamp(c*x, c*k) == c*clamp(x, k): still exact
-        config["conv_clamp"] *= scale
-    info = {"model": "cells", "kimg": round(state.nimg / 1000, 2),
-            "iterations": state.iteration, "training_seconds": round(state.seconds),
-            "training_config": asdict(state.config), "feature_scale": scale}
-    return save_checkpoint(stem, config, G.state_dict(), info=info)
-
-
-@torch.no_grad()
 def sample_grid(G, rows: int = 4, cols: int = 8, seed: int = 0, truncation: float = 1.0):
     """A ``(rows*R, cols*R, 3)`` uint8 grid of samples from fixed seeds."""
-    z = torch.from_numpy(np.random.RandomState(seed).randn(rows * cols, G.z_dim)).float()
-    ws = G.mapping(z.to(G.mapping.w_avg.device), None, truncation_psi=truncation)
-    img = G.synthesis(ws, noise_mode="const")
-    img = model_pixels_to_uint8(img).permute(0, 2, 3, 1).cpu().numpy()
-    r = img.shape[1]
-    return img.reshape(rows, cols, r, r, 3).transpose(0, 2, 1, 3, 4).reshape(rows * r, cols * r, 3)
+    return tile(generate_images(G, rows * cols, seed, truncation), rows, cols)
 
 
 def _to_batch(images: np.ndarray, index: np.ndarray, device) -> torch.Tensor:
@@ -284,8 +184,16 @@ def _to_batch(images: np.ndarray, index: np.ndarray, device) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-def train(state: TrainState, images: np.ndarray, out: Path, *, kimg: float, minutes: float | None,
-          snapshot_minutes: float = 5.0, log_every: int = 10) -> TrainState:
+def train(
+    state: TrainState,
+    images: np.ndarray,
+    out: Path,
+    *,
+    kimg: float,
+    minutes: float | None,
+    snapshot_minutes: float = 5.0,
+    log_every: int = 10,
+) -> TrainState:
     """Train until ``kimg`` images in total or ``minutes`` of this run have been spent."""
     from skimage.io import imsave
 
@@ -307,8 +215,11 @@ def train(state: TrainState, images: np.ndarray, out: Path, *, kimg: float, minu
         if state.iteration % log_every == 0:
             per_iter = (now - last_log) / max(state.iteration - iter_at_log, 1)
             last_log, iter_at_log = now, state.iteration
-            print(f"it {state.iteration} kimg {state.nimg / 1000:.2f} {per_iter:.2f} s/it "
-                  + " ".join(f"{k} {v:.3f}" for k, v in logs.items()), flush=True)
+            print(
+                f"it {state.iteration} kimg {state.nimg / 1000:.2f} {per_iter:.2f} s/it "
+                + " ".join(f"{k} {v:.3f}" for k, v in logs.items()),
+                flush=True,
+            )
         over_time = minutes is not None and now - start >= minutes * 60
         if now - last_snapshot >= snapshot_minutes * 60 or over_time:
             _write_outputs(state, out, imsave)
@@ -328,8 +239,11 @@ def _write_outputs(state: TrainState, out: Path, imsave) -> None:
     exported = export_generator(state, out / f"cells-{state.nimg // 1000:04d}kimg")
     for suffix in (".safetensors", ".json"):
         shutil.copyfile(exported.with_suffix(suffix), stem.with_suffix(suffix))
-    imsave(out / f"samples-{state.nimg // 1000:06d}kimg.png",
-           sample_grid(state.G_ema), check_contrast=False)
+    imsave(
+        out / f"samples-{state.nimg // 1000:06d}kimg.png",
+        sample_grid(state.G_ema),
+        check_contrast=False,
+    )
     print(f"snapshot at kimg {state.nimg / 1000:.2f} -> {stem}.safetensors", flush=True)
 
 
@@ -345,11 +259,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snapshot-minutes", type=float, default=5.0)
     parser.add_argument("--resume", type=Path, default=None, help="snapshot.pt to continue")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    for name in ("resolution", "batch", "z_dim", "w_dim", "mapping_layers", "channel_base",
-                 "channel_max", "r1_gamma", "style_mixing", "pl_weight", "lr",
-                 "dataset_size", "seed"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(defaults, name)),
-                            default=getattr(defaults, name))
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start G from this exported .safetensors, with a new D",
+    )
+    parser.add_argument(
+        "--compact-out",
+        type=Path,
+        default=None,
+        help="at the end, also write a compact snapshot (no optimiser moments) here",
+    )
+    parser.add_argument(
+        "--d-warmup",
+        type=int,
+        default=0,
+        help="with --init-from: D-only iterations before training",
+    )
+    for name in (
+        "resolution",
+        "batch",
+        "z_dim",
+        "w_dim",
+        "mapping_layers",
+        "channel_base",
+        "channel_max",
+        "r1_gamma",
+        "style_mixing",
+        "pl_weight",
+        "pl_interval",
+        "lr",
+        "dataset_size",
+        "seed",
+    ):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=type(getattr(defaults, name)),
+            default=getattr(defaults, name),
+        )
     args = parser.parse_args(argv)
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -360,17 +308,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resumed at iteration {state.iteration}, kimg {state.nimg / 1000:.2f}", flush=True)
     else:
         cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(defaults) if hasattr(args, k)})
-        state = build_state(cfg, device)
+        if args.init_from is not None:
+            state = state_from_export(cfg, args.init_from, device)
+            # Path-length regularisation of a trained G starts at its own length, so that
+            # turning it on does not first shrink every path towards zero.
+            state.pl_mean = _path_lengths(state, cfg.batch, device, False).mean().detach()
+        else:
+            state = build_state(cfg, device)
     cfg = state.config
     (args.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     cache = args.out / f"dataset-{cfg.dataset_size}-{cfg.resolution}px-seed{cfg.seed}.npy"
     images = cached_images(cache, cfg.dataset_size, cfg.seed, cfg.resolution)
     n_g = sum(p.numel() for p in state.G.parameters())
     n_d = sum(p.numel() for p in state.D.parameters())
-    print(f"device {device}, G {n_g / 1e6:.2f} M, D {n_d / 1e6:.2f} M params, "
-          f"{len(images)} training images, config {asdict(cfg)}", flush=True)
-    train(state, images, args.out, kimg=args.kimg, minutes=args.minutes,
-          snapshot_minutes=args.snapshot_minutes)
+    print(
+        f"device {device}, G {n_g / 1e6:.2f} M, D {n_d / 1e6:.2f} M params, "
+        f"{len(images)} training images, config {asdict(cfg)}",
+        flush=True,
+    )
+    if args.init_from is not None and args.resume is None:
+        warm_up_discriminator(state, images, args.d_warmup)
+    train(
+        state,
+        images,
+        args.out,
+        kimg=args.kimg,
+        minutes=args.minutes,
+        snapshot_minutes=args.snapshot_minutes,
+    )
+    if args.compact_out is not None:
+        save_snapshot(state, args.compact_out, compact=True)
     return 0
 
 

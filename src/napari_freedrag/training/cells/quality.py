@@ -5,7 +5,7 @@ label, regionprops); the table compares cells per image, cell area, eccentricity
 mean intensity of each channel inside the cells, as means, standard deviations and
 standardised mean differences (SMD = difference of means / pooled SD).
 
-    python -m napari_freedrag.models.cells.quality --count 200 --grid docs/images/cells-grid.png
+    python -m napari_freedrag.training.cells.quality --count 200 --grid docs/images/cells-grid.png
 """
 
 from __future__ import annotations
@@ -14,23 +14,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
-from skimage.filters import gaussian
-from skimage.measure import label, regionprops
 
+from napari_freedrag.cellseg import segment_cells
 from napari_freedrag.imaging import model_pixels_to_uint8
 
-FOREGROUND_THRESHOLD = 0.15  # of full scale; dataset background stays below ~0.08
-MIN_CELL_AREA = 20  # px; smaller specks are noise, the smallest real cell is ~100 px
 MEASURES = ("cells_per_image", "area", "eccentricity", "mean_red", "mean_green", "mean_blue")
-
-
-def segment_cells(image: np.ndarray) -> list:
-    """Regions of the cells in one ``(H, W, 3)`` uint8 image (scikit-image regionprops)."""
-    rgb = image.astype(np.float64) / 255.0
-    foreground = gaussian(rgb.max(axis=-1), sigma=1.0) > FOREGROUND_THRESHOLD
-    regions = regionprops(label(ndimage.binary_fill_holes(foreground)), intensity_image=rgb)
-    return [region for region in regions if region.area >= MIN_CELL_AREA]
 
 
 def measure_images(images) -> dict[str, np.ndarray]:
@@ -54,15 +42,26 @@ def compare(real: dict, generated: dict) -> list[dict]:
         r, g = real[name], generated[name]
         pooled = np.sqrt((r.var(ddof=1) + g.var(ddof=1)) / 2) if len(r) > 1 and len(g) > 1 else 0
         smd = (g.mean() - r.mean()) / pooled if pooled > 0 else float("nan")
-        rows.append({"measure": name, "real_mean": r.mean(), "real_sd": r.std(ddof=1),
-                     "gen_mean": g.mean(), "gen_sd": g.std(ddof=1), "smd": smd,
-                     "n_real": len(r), "n_gen": len(g)})
+        rows.append(
+            {
+                "measure": name,
+                "real_mean": r.mean(),
+                "real_sd": r.std(ddof=1),
+                "gen_mean": g.mean(),
+                "gen_sd": g.std(ddof=1),
+                "smd": smd,
+                "n_real": len(r),
+                "n_gen": len(g),
+            }
+        )
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| measure | dataset mean ± SD (n) | generated mean ± SD (n) | SMD |",
-             "|---|---|---|---|"]
+    lines = [
+        "| measure | dataset mean ± SD (n) | generated mean ± SD (n) | SMD |",
+        "|---|---|---|---|",
+    ]
     for row in rows:
         lines.append(
             f"| {row['measure']} | {row['real_mean']:.3f} ± {row['real_sd']:.3f} ({row['n_real']})"
@@ -73,31 +72,42 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def generate_images(G, count: int, seed: int = 0, truncation: float = 1.0, batch: int = 25):
-    """``count`` uint8 images from seeds ``seed .. seed+count-1`` (NumPy RandomState z)."""
+    """``count`` uint8 images from seeds ``seed .. seed+count-1`` (NumPy RandomState z),
+    converted to uint8 as the StyleGAN2 backend shows them."""
     import torch
 
     out = []
     with torch.no_grad():
         for first in range(seed, seed + count, batch):
             seeds = range(first, min(first + batch, seed + count))
-            z = torch.from_numpy(
-                np.concatenate([np.random.RandomState(s).randn(1, G.z_dim) for s in seeds])
-            ).float()
+            z = (
+                torch.from_numpy(
+                    np.concatenate([np.random.RandomState(s).randn(1, G.z_dim) for s in seeds])
+                )
+                .float()
+                .to(G.mapping.w_avg.device)
+            )
             img = G.synthesis(G.mapping(z, None, truncation_psi=truncation), noise_mode="const")
-            out.append(model_pixels_to_uint8(img).permute(0, 2, 3, 1).numpy())
+            out.append(model_pixels_to_uint8(img).permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(out)
 
 
-def side_by_side_grid(generated: np.ndarray, real: np.ndarray, rows: int = 6, cols: int = 6,
-                      gap: int = 8) -> np.ndarray:
-    """Generated samples on the left, dataset samples on the right, a dark gap between."""
+def tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """The first ``rows * cols`` of ``(N, R, R, 3)`` images as one grid image, row-major."""
+    r = images.shape[1]
+    return (
+        images[: rows * cols]
+        .reshape(rows, cols, r, r, 3)
+        .transpose(0, 2, 1, 3, 4)
+        .reshape(rows * r, cols * r, 3)
+    )
 
-    def tile(images):
-        r = images.shape[1]
-        return images[: rows * cols].reshape(rows, cols, r, r, 3).transpose(0, 2, 1, 3, 4) \
-            .reshape(rows * r, cols * r, 3)
 
-    left, right = tile(generated), tile(real)
+def side_by_side_grid(
+    generated: np.ndarray, real: np.ndarray, rows: int = 6, cols: int = 6, gap: int = 8
+) -> np.ndarray:
+    """Generated samples on the left, dataset samples on the right, a white gap between."""
+    left, right = tile(generated, rows, cols), tile(real, rows, cols)
     spacer = np.full((left.shape[0], gap, 3), 255, dtype=np.uint8)
     return np.concatenate([left, spacer, right], axis=1)
 
@@ -106,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     from skimage.io import imsave
 
     from napari_freedrag.models.cells import bundled_weights_path
-    from napari_freedrag.models.cells.dataset import make_images
     from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
+    from napari_freedrag.training.cells.dataset import make_images
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=None, help="default: bundled weights")

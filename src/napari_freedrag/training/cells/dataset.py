@@ -67,8 +67,7 @@ def _place_cells(rng, size, count):
             margin = major * 0.8 + 1
             center = rng.uniform(margin, size - 1 - margin, size=2)
             if all(
-                np.hypot(*(center - other[0])) > (major + other[1][0]) * 1.1 + 2
-                for other in placed
+                np.hypot(*(center - other[0])) > (major + other[1][0]) * 1.1 + 2 for other in placed
             ):
                 placed.append((center, (major, minor), rng.uniform(-np.pi / 2, np.pi / 2)))
                 break
@@ -102,9 +101,12 @@ def make_cell_image(seed: int | np.random.Generator, size: int = IMAGE_SIZE) -> 
         nucleus_scale = rng.uniform(0.35, 0.55)
         nucleus_center = center + rng.uniform(-0.15, 0.15, size=2) * semi_axes[1]
         nucleus = mask & _wobbly_ellipse(
-            rows, cols, nucleus_center,
+            rows,
+            cols,
+            nucleus_center,
             (semi_axes[0] * nucleus_scale, semi_axes[1] * nucleus_scale * rng.uniform(0.8, 1.1)),
-            orientation + rng.uniform(-0.3, 0.3), _random_harmonics(rng, 0.06),
+            orientation + rng.uniform(-0.3, 0.3),
+            _random_harmonics(rng, 0.06),
         )
 
         cytoplasm_level = rng.uniform(0.3, 0.6)
@@ -120,13 +122,15 @@ def make_cell_image(seed: int | np.random.Generator, size: int = IMAGE_SIZE) -> 
         channels[0][nucleus] *= 0.6
 
         measured_center = np.argwhere(mask).mean(axis=0)
-        cells.append(Cell(
-            centroid=(float(measured_center[0]), float(measured_center[1])),
-            semi_axes=(float(semi_axes[0]), float(semi_axes[1])),
-            orientation=float(orientation),
-            mask=mask,
-            nucleus_mask=nucleus,
-        ))
+        cells.append(
+            Cell(
+                centroid=(float(measured_center[0]), float(measured_center[1])),
+                semi_axes=(float(semi_axes[0]), float(semi_axes[1])),
+                orientation=float(orientation),
+                mask=mask,
+                nucleus_mask=nucleus,
+            )
+        )
 
     blur = rng.uniform(0.5, 1.1)
     image = np.stack([gaussian(c, sigma=blur) for c in channels], axis=-1)

@@ -71,8 +71,9 @@ class ResidualBlock(nn.Module):
 class Discriminator(nn.Module):
     """Image ``(N, C, R, R)`` in ``[-1, 1]`` -> one realness logit per image."""
 
-    def __init__(self, img_resolution=64, img_channels=3, channel_base=2048, channel_max=128,
-                 mbstd_group=4):
+    def __init__(
+        self, img_resolution=64, img_channels=3, channel_base=2048, channel_max=128, mbstd_group=4
+    ):
         super().__init__()
 
         def channels(res):

@@ -11,10 +11,9 @@ demodulated convolutions are linear in their input and their weights are normali
 leaky ReLU is positively homogeneous, so multiplying the constant input, every layer's
 bias and noise strength by ``c`` multiplies every feature map by ``c``; dividing the
 toRGB weights by ``c`` then leaves the image unchanged (to float rounding). At export we
-pick ``c`` so that, at segmented cell centroids, a patch moved by
-``SHIFT_FEATURE_PX`` feature pixels differs from the original by the StyleGAN2 preset's
-``l`` (read from the backend's own preset, with its patch): a sub-motion of the preset's
-size then means what it means on the published models.
+pick ``c`` so that, at segmented cell centroids, a patch (the preset's) moved by
+``SHIFT_FEATURE_PX`` feature pixels differs from the original by the preset's ``l``: a
+sub-motion of the preset's size then means what it means on the published models.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from napari_freedrag.cellseg import segment_cells
 from napari_freedrag.engine.patches import discrepancy, patch_features, patch_offsets
-from napari_freedrag.models.cells.quality import segment_cells
 from napari_freedrag.models.stylegan2.network import SynthesisLayer, ToRGBLayer
 
 SHIFT_FEATURE_PX = 2.0
@@ -50,14 +49,16 @@ def shift_discrepancy(G, count: int = 16, shift: float = SHIFT_FEATURE_PX) -> fl
     from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
 
     backend = StyleGAN2Backend(G, "calibration", "cpu")
-    preset = backend.preset("freedrag")
+    params = backend.preset("freedrag")
     values = []
     for seed in range(count):
         start = backend.sample(seed)
         session = backend.session(start, None, "freedrag")
         features = session.features(session.latent).double()
         scale = torch.tensor(session.feature_scale, dtype=torch.float64)
-        offsets = patch_offsets(preset.patch_grid, tuple((preset.patch_radius * scale).tolist()))
+        unit = scale if params.patch_units == "image" else torch.ones(2, dtype=torch.float64)
+        radius = params.patch_radius * unit
+        offsets = patch_offsets(params.patch_grid, tuple(radius.tolist()))
         centres = [region.centroid for region in segment_cells(start.image)]
         if not centres:  # an untrained model draws no cells: measure on a coarse grid
             size = np.asarray(start.image.shape[:2])
@@ -71,13 +72,16 @@ def shift_discrepancy(G, count: int = 16, shift: float = SHIFT_FEATURE_PX) -> fl
     return float(np.median(values))
 
 
+def preset_l(G) -> float:
+    """FreeDrag's ``l`` in the preset a backend of ``G`` drags with: the calibration target."""
+    from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
+
+    return float(StyleGAN2Backend(G, "calibration", "cpu").preset("freedrag").l)
+
+
 def calibrate(G, target: float | None = None, count: int = 16) -> float:
     """Rescale ``G`` in place so that :func:`shift_discrepancy` is ``target`` (default: the
-    StyleGAN2 FreeDrag preset's ``l``); returns c."""
-    if target is None:
-        from napari_freedrag.models.stylegan2.backend import StyleGAN2Backend
-
-        target = StyleGAN2Backend(G, "calibration", "cpu").preset("freedrag").l
-    c = target / shift_discrepancy(G, count)
+    preset's ``l``); returns c."""
+    c = (preset_l(G) if target is None else target) / shift_discrepancy(G, count)
     rescale_activations(G, c)
     return c

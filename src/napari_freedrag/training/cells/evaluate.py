@@ -1,0 +1,115 @@
+"""Evaluate exported ``cells`` generators on the three figures that decide which one ships.
+
+(a) the quality SMDs of the six measures (:mod:`.quality`, 200 images, truncation 1);
+(b) the full benchmark's move instructions (planned as ``napari-freedrag bench`` plans
+them, then only the moves run): FreeDrag's and DragGAN's success rate (segmented centroid
+within 2 px of the target) and median centroid error; (c) the drag sanity check's median
+progress (20 drags). An export ships only if it beats the current one on (b) without
+losing on (a).
+
+    python -m napari_freedrag.training.cells.evaluate runs/cells/cells-0*kimg.safetensors \\
+        --json runs/cells/evaluation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def quality_smds(G, count: int = 200) -> dict[str, float]:
+    """SMD per measure of ``count`` generated images against as many dataset images."""
+    from napari_freedrag.training.cells.dataset import make_images
+    from napari_freedrag.training.cells.quality import compare, generate_images, measure_images
+
+    generated = generate_images(G, count, seed=0, truncation=1.0)
+    real = make_images(count, seed=10_000, size=generated.shape[1])
+    rows = compare(measure_images(real), measure_images(generated))
+    return {row["measure"]: float(row["smd"]) for row in rows}
+
+
+def move_accuracy(backend, count: int = 12) -> dict[str, Any]:
+    """Success rate and median error of both methods on the full benchmark's moves."""
+    from napari_freedrag.bench.accuracy import measure, run_drag
+    from napari_freedrag.bench.config import VARIANTS, full_config
+    from napari_freedrag.bench.instructions import plan_instructions
+
+    config = replace(full_config(), counts={**full_config().counts, "move": count})
+    moves = [i for i in plan_instructions(backend, config) if i.category == "move"]
+    out: dict[str, Any] = {"n": len(moves)}
+    for name, variant in VARIANTS.items():
+        errors, successes = [], []
+        for inst in moves:
+            result, _ = run_drag(backend, inst.start, inst.handles, inst.targets, variant, config)
+            if result is None:
+                errors.append(float("inf"))
+                successes.append(False)
+                continue
+            measured = measure(inst, inst.start.image, result.image, config)
+            errors.append(measured["error_px"])
+            successes.append(measured["success"])
+        out[name] = {
+            "success_rate": float(np.mean(successes)) if moves else None,
+            "error_px_median": float(np.median(errors)) if moves else None,
+        }
+    return out
+
+
+def evaluate(path: Path, sanity_count: int = 20) -> dict[str, Any]:
+    """The three figures of one export, with its kimg and feature scale."""
+    from napari_freedrag.bench.sanity import drag_sanity
+    from napari_freedrag.models.registry import load_generator
+    from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
+
+    began = time.perf_counter()
+    info = json.loads(Path(path).with_suffix(".json").read_text()).get("info", {})
+    smds = quality_smds(build_generator(*load_checkpoint(path)))
+    backend = load_generator(str(path), device="cpu")
+    moves = move_accuracy(backend)
+    sanity, _, _ = drag_sanity(backend, sanity_count, log=lambda line: None)
+    return {
+        "file": str(path),
+        "kimg": info.get("kimg"),
+        "feature_scale": info.get("feature_scale"),
+        "smd": smds,
+        "max_abs_smd": max(abs(v) for v in smds.values()),
+        "mean_abs_smd": float(np.mean([abs(v) for v in smds.values()])),
+        "moves": moves,
+        "sanity_progress_median": sanity["progress"]["median"],
+        "sanity_fraction_at_least_half": sanity["fraction_progress_at_least_0.5"],
+        "seconds": time.perf_counter() - began,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("exports", nargs="+", type=Path, help="exported .safetensors files")
+    parser.add_argument("--json", type=Path, default=None, help="append the rows to this file")
+    parser.add_argument("--sanity-count", type=int, default=20)
+    args = parser.parse_args(argv)
+    rows = json.loads(args.json.read_text()) if args.json and args.json.is_file() else []
+    for path in args.exports:
+        row = evaluate(path, args.sanity_count)
+        rows.append(row)
+        moves = row["moves"]
+        print(
+            f"{path.name}: kimg {row['kimg']} max|SMD| {row['max_abs_smd']:.2f} "
+            f"mean|SMD| {row['mean_abs_smd']:.2f} moves {moves['n']}: "
+            f"FreeDrag {moves['freedrag']['success_rate']:.2f} "
+            f"DragGAN {moves['draggan']['success_rate']:.2f} "
+            f"sanity {row['sanity_progress_median']:.2f} ({row['seconds']:.0f} s)",
+            flush=True,
+        )
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

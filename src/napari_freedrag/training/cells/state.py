@@ -1,0 +1,188 @@
+"""What a cells training run is made of, and its files: the configuration, the networks
+and optimisers, resumable snapshots, and exports in the project's checkpoint format
+(which :func:`state_from_export` can also start a new run from)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from napari_freedrag.errors import InputError
+from napari_freedrag.training.cells.discriminator import Discriminator
+
+
+@dataclass
+class TrainConfig:
+    resolution: int = 64
+    z_dim: int = 128
+    w_dim: int = 128
+    mapping_layers: int = 2
+    channel_base: int = 2048
+    channel_max: int = 128
+    # Batch 16 with lr 0.0025 collapsed to one central blob by 16 kimg; StyleGAN2-ADA's
+    # smallest batch at 64 px is 32.
+    batch: int = 32
+    lr: float = 0.002
+    # StyleGAN2-ADA's heuristic (0.0002 * res^2 / batch = 0.05 at 64 px, batch 16) let D
+    # overpower G within 15 kimg here (real logits ~8, G collapsed to black).
+    r1_gamma: float = 1.0
+    r1_interval: int = 16
+    style_mixing: float = 0.0  # probability; 0.9 is StyleGAN2's value, off for speed
+    pl_weight: float = 0.0  # path-length regularisation weight; 2.0 in StyleGAN2, off
+    pl_interval: int = 4
+    # DiffAugment-style random translation (up to this fraction of the size) of everything
+    # D sees, reals and fakes alike. Without it D won within 15-30 kimg in all three
+    # earlier runs and G collapsed (see docs/cells-model.md).
+    augment_translation: float = 0.125
+    ema_kimg: float = 5.0
+    ema_rampup: float = 0.05
+    dataset_size: int = 20000
+    seed: int = 0
+
+    def generator_kwargs(self) -> dict:
+        """Constructor kwargs of the generator, also the exported ``.json``."""
+        return {
+            "z_dim": self.z_dim,
+            "c_dim": 0,
+            "w_dim": self.w_dim,
+            "img_resolution": self.resolution,
+            "img_channels": 3,
+            "mapping_kwargs": {"num_layers": self.mapping_layers},
+            "channel_base": self.channel_base,
+            "channel_max": self.channel_max,
+            "num_fp16_res": 0,
+            "conv_clamp": 256,
+        }
+
+
+@dataclass
+class TrainState:
+    """Everything a snapshot restores; ``iteration`` and ``nimg`` continue across resumes."""
+
+    config: TrainConfig
+    G: torch.nn.Module
+    D: torch.nn.Module
+    G_ema: torch.nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    iteration: int = 0
+    nimg: int = 0
+    pl_mean: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    seconds: float = 0.0
+
+
+def _lazy_adam(params, cfg: TrainConfig, interval: int) -> torch.optim.Adam:
+    """Adam with StyleGAN2's correction for a regulariser run every ``interval`` steps."""
+    ratio = interval / (interval + 1) if interval else 1.0
+    return torch.optim.Adam(params, lr=cfg.lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
+
+
+def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
+    from napari_freedrag.models.stylegan2.network import Generator
+
+    torch.manual_seed(cfg.seed)
+    G = Generator(**cfg.generator_kwargs()).to(device).train()
+    D = Discriminator(cfg.resolution, 3, cfg.channel_base, cfg.channel_max).to(device).train()
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    return TrainState(
+        config=cfg,
+        G=G,
+        D=D,
+        G_ema=G_ema,
+        opt_G=_lazy_adam(G.parameters(), cfg, cfg.pl_interval if cfg.pl_weight else 0),
+        opt_D=_lazy_adam(D.parameters(), cfg, cfg.r1_interval),
+    )
+
+
+@torch.no_grad()
+def set_w_avg(G, count: int = 4096, seed: int = 123) -> None:
+    """Store the mean W in ``mapping.w_avg`` so truncation pulls towards the real centre."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(count, G.z_dim, generator=gen).to(G.mapping.w_avg.device)
+    G.mapping.w_avg.copy_(G.mapping(z, None)[:, 0].mean(dim=0))
+
+
+def save_snapshot(state: TrainState, path: Path, compact: bool = False) -> None:
+    """Everything needed to resume, written atomically. ``compact`` leaves out the Adam
+    moments (half the file; a resume re-estimates them within ~100 iterations), for a
+    snapshot small enough to commit."""
+    payload = {
+        "config": asdict(state.config),
+        "G": state.G.state_dict(),
+        "D": state.D.state_dict(),
+        "G_ema": state.G_ema.state_dict(),
+        "opt_G": state.opt_G.state_dict(),
+        "opt_D": state.opt_D.state_dict(),
+        "iteration": state.iteration,
+        "nimg": state.nimg,
+        "pl_mean": state.pl_mean.cpu(),
+        "seconds": state.seconds,
+        "torch_rng": torch.get_rng_state(),
+    }
+    if compact:
+        del payload["opt_G"], payload["opt_D"]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_snapshot(path: Path, device: torch.device) -> TrainState:
+    payload = torch.load(path, map_location=device, weights_only=True)
+    state = build_state(TrainConfig(**payload["config"]), device)
+    for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
+        if name in payload:  # a compact snapshot has no optimiser moments
+            getattr(state, name).load_state_dict(payload[name])
+    state.iteration, state.nimg = payload["iteration"], payload["nimg"]
+    state.pl_mean, state.seconds = payload["pl_mean"], payload["seconds"]
+    torch.set_rng_state(payload["torch_rng"])
+    return state
+
+
+def export_generator(state: TrainState, stem: Path) -> Path:
+    """Write ``G_ema`` as ``stem.safetensors`` + ``stem.json``, the project's checkpoint format,
+    with ``w_avg`` set and its activations scaled for FreeDrag's thresholds (feature_scale)."""
+    from napari_freedrag.models.stylegan2.checkpoint import save_checkpoint
+    from napari_freedrag.training.cells.feature_scale import calibrate
+
+    G = copy.deepcopy(state.G_ema).cpu()
+    set_w_avg(G)
+    config = state.config.generator_kwargs()
+    scale = calibrate(G)
+    if config["conv_clamp"] is not None:  # clamp(c*x, c*k) == c*clamp(x, k): still exact
+        config["conv_clamp"] *= scale
+    info = {
+        "model": "cells",
+        "kimg": round(state.nimg / 1000, 2),
+        "iterations": state.iteration,
+        "training_seconds": round(state.seconds),
+        "training_config": asdict(state.config),
+        "feature_scale": scale,
+    }
+    return save_checkpoint(stem, config, G.state_dict(), info=info)
+
+
+def state_from_export(cfg: TrainConfig, path: Path, device: torch.device) -> TrainState:
+    """A fresh training state whose G and G_ema are an exported generator (feature scale
+    undone) and whose D and optimisers are new."""
+    from napari_freedrag.models.stylegan2.checkpoint import load_checkpoint
+    from napari_freedrag.training.cells.feature_scale import rescale_activations
+
+    config, state_dict = load_checkpoint(path)
+    wanted = cfg.generator_kwargs()
+    if {k: v for k, v in config.items() if k != "conv_clamp"} != {
+        k: v for k, v in wanted.items() if k != "conv_clamp"
+    }:
+        raise InputError(f"{Path(path).name} has another architecture than this training run")
+    info = json.loads(Path(path).with_suffix(".json").read_text()).get("info", {})
+    state = build_state(cfg, device)
+    state.G.load_state_dict(state_dict)
+    rescale_activations(state.G, 1.0 / float(info.get("feature_scale", 1.0)))
+    state.G_ema.load_state_dict(state.G.state_dict())
+    return state
