@@ -87,7 +87,7 @@ def test_a_users_layer_is_projected_then_dragged_in_its_own_form(docked, qtbot):
     assert working.data.dtype == np.uint16 and working.data.shape == (40, 40)
     assert not np.array_equal(working.data, edit.display())  # the drag changed the image
     assert_untouched(layer, before, w.viewer, 0)
-    w.source.value = None  # sampling from a seed: nothing to project
+    w.source.native.setCurrentIndex(0)  # as a user picks "none": nothing to project
     assert w.projection.native.isHidden() and w.projection_steps.native.isHidden()
 
 

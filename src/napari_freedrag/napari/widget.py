@@ -99,7 +99,8 @@ class FreeDragWidget(Container):
         )  # fmt: skip
 
         self.model.changed.connect(self._on_model_choice)
-        self.source.changed.connect(self._show_projection_fields)
+        # Qt's own signal: magicgui sends no `changed` when the choice becomes None.
+        self.source.native.currentIndexChanged.connect(self._show_projection_fields)
         self.method.changed.connect(self._on_method)
         self.new_button.clicked.connect(self.new_image)
         self.random_button.clicked.connect(self._random_seed)
