@@ -91,9 +91,12 @@ def test_a_users_layer_is_projected_then_dragged_in_its_own_form(docked, qtbot):
     assert w.projection.native.isHidden() and w.projection_steps.native.isHidden()
 
 
-def test_a_non_square_plane_of_a_stack_is_projected_in_place(make_napari_viewer, qtbot):
+def test_a_non_square_plane_of_a_stack_is_projected_in_place(make_napari_viewer, tmp_path):
     """A (z, y, x) µm stack seen at z=2: the centre square of that plane is projected and
     shown exactly over it; z, the user's layer and its units are left as they were."""
+    import tifffile
+
+    from napari_freedrag.io import read_provenance
     from napari_freedrag.napari.runner import controller_for
 
     viewer = make_napari_viewer()
@@ -124,6 +127,15 @@ def test_a_non_square_plane_of_a_stack_is_projected_in_place(make_napari_viewer,
 
     result = controller.run(handles=[[20.0, 20.0]], targets=[[20.0, 28.0]], max_steps=2, wait=True)
     assert result.steps == 2 and working.data.dtype == np.uint16
+    # Saved as the user's data: uint16, the crop's size and µm pixel size, the projection.
+    path = controller.save_selected(tmp_path / "edit.tif")
+    with tifffile.TiffFile(path) as tif:
+        saved, page = tif.asarray(), tif.pages[0]
+        x_res, y_res = page.tags["XResolution"].value, page.tags["YResolution"].value
+    assert saved.dtype == np.uint16 and saved.shape == (40, 40)
+    np.testing.assert_array_equal(saved, working.data[0])
+    assert x_res[0] / x_res[1] == pytest.approx(4.0) and y_res[0] / y_res[1] == pytest.approx(2.0)
+    assert read_provenance(path)["source"]["name"] == "stack"
     assert tuple(viewer.dims.current_step) == steps_before
     assert_untouched(layer, before, viewer, 0)
 
