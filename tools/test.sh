@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash tools/setup.sh
 
+# Lint first: a tree that is not ruff-clean and ruff-formatted fails before any test runs.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -43,3 +43,11 @@ def tiny_ldm_folder(tmp_path_factory):
     from napari_freedrag._tests.ldm_tiny import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("ldm") / "tiny-sd")
+
+
+@pytest.fixture(autouse=True)
+def widget_settings_file(tmp_path, monkeypatch) -> Path:
+    """Each test remembers widget settings in its own file, never in the user's config."""
+    path = tmp_path / "freedrag-settings" / "widget.json"
+    monkeypatch.setenv("NAPARI_FREEDRAG_SETTINGS", str(path))
+    return path

@@ -217,3 +217,18 @@ def edit_entry(job: Job, result) -> dict[str, Any]:
             "continued_from_edit": job.parent,
         },
     }
+
+
+def outcome(result, shown: int) -> str:
+    """How a finished run ended, for the status line: converged, stopped or not, and how
+    far the content (not just the points) moved."""
+    if result.stopped:
+        text = f"stopped: kept step {result.steps} (last shown: step {shown})"
+    else:
+        text = "converged" if result.converged else "max steps reached"
+        if not result.converged and result.report.get("points_arrived"):
+            text = "not converged: the points arrived, the content did not"
+        text = f"{text} after {result.steps} steps"
+    per_step = result.seconds / max(result.steps, 1)
+    arrival = result.report.get("content_summary")
+    return f"{text} ({per_step:.2f} s/step" + (f", {arrival})" if arrival else ")")

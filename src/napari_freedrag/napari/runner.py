@@ -102,6 +102,13 @@ class DragController:
         """The engine's DragRun of the drag in progress (None when idle): live targets."""
         return None if self._job is None else self._job.steps
 
+    def retarget(self, targets) -> None:
+        """Give the running drag new targets (working-image pixels); it takes them at its
+        next decision.  Raises InputError for targets the run cannot take (count, bounds)."""
+        run = self.active_run
+        if run is not None and not run.finished:
+            run.targets.set(to_model(targets, zoom_of(self._job.edit)))
+
     # ---------------------------------------------------------------- models
     def backend_for(self, model: str, device: str = "auto"):
         """The backend for a MODEL string; the last MODEL_CACHE_SIZE loaded are kept."""
@@ -295,7 +302,8 @@ class DragController:
             self.layers.update_image(job.edit.form.display(job.image))
             job.image = None
         self.layers.set_points_from_image(L.HANDLES, from_model(step.points, zoom))
-        left = float(np.max(np.linalg.norm(job.targets - np.asarray(step.points), axis=1)))
+        targets = job.targets if step.targets is None else step.targets  # moved mid-run
+        left = float(np.max(np.linalg.norm(targets - np.asarray(step.points), axis=1)))
         per_step = (time.perf_counter() - job.started) / max(step.index, 1)
         self.status.emit(
             f"running {job.method}: step {step.index} of {job.total}, {left:.1f} px left, "
@@ -322,13 +330,7 @@ class DragController:
         index = self.history.append(edit)
         self._show_current(index)
         self.layers.set_points_from_image(L.HANDLES, from_model(result.points, zoom_of(edit)))
-        per_step = result.seconds / max(result.steps, 1)
-        if result.stopped:
-            outcome = f"stopped: kept step {result.steps} (last shown: step {shown})"
-        else:
-            outcome = "converged" if result.converged else "max steps reached"
-            outcome = f"{outcome} after {result.steps} steps"
-        self.status.emit(f"{outcome} ({per_step:.2f} s/step): edit {index}")
+        self.status.emit(f"{J.outcome(result, shown)}: edit {index}")
 
     def _on_error(self, job: J.Job, exc: BaseException) -> None:
         """Show the current edit again, so a failed run changes nothing."""
@@ -394,15 +396,18 @@ class DragController:
     def undo(self) -> Edit | None:
         """Show the current edit's parent; no edit is ever deleted."""
         self._refuse_if_busy()
-        edit = self.history.undo()
-        self._show_current(self.history.current_index)
-        return edit
+        return self._walked(self.history.undo(), "nothing to undo: this is the starting image")
 
     def redo(self) -> Edit | None:
         """Show the edit undo stepped back from."""
         self._refuse_if_busy()
-        edit = self.history.redo()
-        self._show_current(self.history.current_index)
+        return self._walked(self.history.redo(), "nothing to redo from this edit")
+
+    def _walked(self, edit: Edit | None, nothing: str) -> Edit | None:
+        """Show where undo/redo went (or say why it stayed)."""
+        index = self.history.current_index
+        self._show_current(index)
+        self.status.emit(nothing if edit is None else f"showing edit {index} ({edit.label})")
         return edit
 
     def _show_current(self, index: int) -> None:
