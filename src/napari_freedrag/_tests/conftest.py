@@ -15,7 +15,6 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
-
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
     """NVIDIA's reference generators, committed under ``_tests/data`` (see its README).
@@ -51,3 +50,19 @@ def widget_settings_file(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "freedrag-settings" / "widget.json"
     monkeypatch.setenv("NAPARI_FREEDRAG_SETTINGS", str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def gen():
+    """The analytic backend; a module testing another backend defines its own ``gen``."""
+    from napari_freedrag.models.analytic import AnalyticBackend
+
+    return AnalyticBackend()
+
+
+@pytest.fixture(scope="module")
+def start(gen):
+    """The three-blob start state of :data:`analytic_scene.BLOB_CENTRES` on ``gen``."""
+    from napari_freedrag._tests.analytic_scene import BLOB_CENTRES
+
+    return gen.from_centres(BLOB_CENTRES)

@@ -192,7 +192,7 @@ def _to_persistent(name: str, node: dict, module_src: str) -> PersistentObject:
 def init_kwargs(config: dict, layout: str) -> EasyDict:
     """The generator's ``init_kwargs`` as stylegan2-ada-pytorch ("ada"), its TF converter
     ("converted") or the stylegan3 repository ("stylegan3") writes it."""
-    kwargs = config["init_kwargs"] if "init_kwargs" in config else config
+    kwargs = config.get("init_kwargs", config)
     synthesis = dict(kwargs["synthesis_kwargs"])
     common = {
         "z_dim": kwargs["z_dim"],

@@ -4,15 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from napari_freedrag._tests.analytic_scene import BLOB_CENTRES
 from napari_freedrag.engine.protocol import Backend, DragSession
 from napari_freedrag.engine.run import drag
 from napari_freedrag.errors import InputError
 from napari_freedrag.models.analytic import AnalyticBackend
-
-
-@pytest.fixture(scope="module")
-def gen():
-    return AnalyticBackend()
 
 
 def test_it_implements_the_protocol(gen):
@@ -44,7 +40,7 @@ def test_blobs_sit_where_they_are_asked_to(gen):
 
 
 def test_a_saved_latent_continues_an_edit(gen):
-    start = gen.from_centres([[16, 16], [48, 44], [16, 48]])
+    start = gen.from_centres(BLOB_CENTRES)
     first = drag(gen, start, [[16, 16]], [[16, 24]])
     again = gen.from_latent(first.state.latent.numpy())
     np.testing.assert_array_equal(again.image, first.image)
@@ -56,7 +52,7 @@ def test_a_saved_latent_continues_an_edit(gen):
 
 
 def test_the_mask_term_measures_change_outside_the_mask_only(gen):
-    start = gen.from_centres([[16, 16], [48, 44], [16, 48]])
+    start = gen.from_centres(BLOB_CENTRES)
     mask = np.zeros((64, 64))
     mask[:32] = 1  # top half may change
     session = gen.session(start, mask, "freedrag")

@@ -42,7 +42,7 @@ def test_template_weight_hits_the_specified_values():
 def test_template_weight_never_exceeds_the_cap_and_is_one_for_done_points():
     l_end = torch.linspace(-1.0, 2.0, 301)
     assert template_weight(l_end, L).max().item() == pytest.approx(LAMBDA_MAX)
-    assert LAMBDA_MAX == pytest.approx(0.675, abs=1e-3)
+    assert pytest.approx(0.675, abs=1e-3) == LAMBDA_MAX
     done = torch.tensor([True, False])
     lam = template_weight(torch.tensor([0.9, 0.9]), L, done)
     assert lam[0] == 1.0 and lam[1] < 0.1

@@ -8,19 +8,8 @@ import pytest
 
 from napari_freedrag import TargetSource
 from napari_freedrag.engine.run import drag, drag_steps
-from napari_freedrag.models.analytic import AnalyticBackend
 
 METHODS = ["freedrag", "draggan"]
-
-
-@pytest.fixture(scope="module")
-def gen():
-    return AnalyticBackend()
-
-
-@pytest.fixture(scope="module")
-def start(gen):
-    return gen.from_centres([[16, 16], [48, 44], [16, 48]])
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -1,6 +1,8 @@
 """Each backend's preset carries the published constants; overrides are validated with a
 clear message; the engine itself holds no model kinds."""
 
+from pathlib import Path
+
 import pytest
 
 from napari_freedrag.engine import presets
@@ -116,7 +118,7 @@ def test_bad_overrides_name_the_parameter_and_its_range(overrides, message, tiny
 
 
 def test_the_engine_holds_no_model_kinds_or_categories():
-    source = open(presets.__file__).read().lower()
+    source = Path(presets.__file__).read_text().lower()
     for word in ("stylegan2", "ldm", "analytic", "lion", "elephant", "giraffe", "default_params"):
         assert word not in source, word
 

@@ -8,23 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from napari_freedrag._tests.analytic_scene import BLOB_CENTRES
 from napari_freedrag.engine.presets import DragGANParams, FreeDragParams
 from napari_freedrag.engine.run import drag, drag_steps
 from napari_freedrag.errors import DivergedError, InputError
 from napari_freedrag.models.analytic import AnalyticBackend, AnalyticSession
 
-LAYOUT = [[16, 16], [48, 44], [16, 48]]
 METHODS = ["freedrag", "draggan"]
-
-
-@pytest.fixture(scope="module")
-def gen():
-    return AnalyticBackend()
-
-
-@pytest.fixture(scope="module")
-def start(gen):
-    return gen.from_centres(LAYOUT)
 
 
 def blobs(gen, result):
@@ -64,7 +54,7 @@ def test_two_points_move_together(gen, start, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_many_points_move_three_blobs_at_once(gen, start, method):
-    layout = np.array(LAYOUT, dtype=float)
+    layout = np.array(BLOB_CENTRES, dtype=float)
     shift = np.array([[6, 4], [-6, -4], [6, -4]], dtype=float)
     handles = np.concatenate([layout, layout + [0, 3]])  # centre and flank of each blob
     targets = handles + np.concatenate([shift, shift])
@@ -90,7 +80,7 @@ def test_a_done_point_holds_its_content_while_another_moves(gen, start):
     assert steps[0].done.tolist() == [False, True]
     assert all(step.decisions[1] is None for step in steps)
     np.testing.assert_array_equal(result.points[1], [48, 44])
-    moved = np.linalg.norm(blobs(gen, result) - np.array(LAYOUT), axis=1)
+    moved = np.linalg.norm(blobs(gen, result) - np.array(BLOB_CENTRES), axis=1)
     assert moved[0] > 10 and moved[1] < 1.0
 
 
@@ -101,8 +91,8 @@ def test_the_mask_keeps_content_outside_it(gen, start, method):
     free = drag(gen, start, [[16, 16]], [[16, 30]], method=method)
     held = drag(gen, start, [[16, 16]], [[16, 30]], mask=mask, method=method)
     assert rule_met(held)
-    others_free = np.linalg.norm(blobs(gen, free)[1:] - LAYOUT[1:], axis=1).max()
-    others_held = np.linalg.norm(blobs(gen, held)[1:] - LAYOUT[1:], axis=1).max()
+    others_free = np.linalg.norm(blobs(gen, free)[1:] - BLOB_CENTRES[1:], axis=1).max()
+    others_held = np.linalg.norm(blobs(gen, held)[1:] - BLOB_CENTRES[1:], axis=1).max()
     assert others_free > 3.0 and others_held < others_free / 3
     change = np.abs(held.image.astype(float) - start.image.astype(float)).mean(axis=-1)
     assert change[mask == 0].mean() < change[mask == 1].mean() / 5

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from napari_freedrag import DragRun, TargetSource, drag_steps
+from napari_freedrag._tests.analytic_scene import BLOB_CENTRES
 from napari_freedrag.engine.validate import check_instruction
 from napari_freedrag.errors import InputError
 from napari_freedrag.models.analytic import AnalyticBackend
@@ -23,11 +24,6 @@ class CountingBackend(AnalyticBackend):
 @pytest.fixture(scope="module")
 def gen():
     return CountingBackend()
-
-
-@pytest.fixture(scope="module")
-def start(gen):
-    return gen.from_centres([[16, 16], [48, 44], [16, 48]])
 
 
 @pytest.mark.parametrize(
@@ -57,7 +53,7 @@ def test_every_argument_of_the_wrong_type_is_named(gen, start, change, message):
 
 def test_a_start_from_another_model_is_refused_when_the_run_is_created(gen):
     other = AnalyticBackend(name="other-analytic")
-    foreign = other.from_centres([[16, 16], [48, 44], [16, 48]])
+    foreign = other.from_centres(BLOB_CENTRES)
     with pytest.raises(InputError, match="made with 'other-analytic', not 'analytic'"):
         drag_steps(gen, foreign, [[16, 16]], [[16, 30]])
 

@@ -164,7 +164,7 @@ def test_render_of_the_unedited_latent_is_the_reconstruction(gen):
 
 def test_bad_masks_and_methods_are_refused(gen):
     start = gen.invert(_cell_image())
-    with pytest.raises(InputError, match="mask of shape"):
+    with pytest.raises(InputError, match="does not match the image size"):
         gen.session(start, np.ones((10, 10)), "freedrag")
     with pytest.raises(InputError, match="unknown method"):
         gen.session(start, None, "magic")

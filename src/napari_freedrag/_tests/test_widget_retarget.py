@@ -27,7 +27,7 @@ def test_moving_a_target_during_a_run_redirects_the_drag(make_napari_viewer, qtb
     inward = (np.array([47.5, 47.5]) - handle) / np.linalg.norm(np.array([47.5, 47.5]) - handle)
     old = np.round(handle + 20 * inward, 1)
     new = np.round(handle + 20 * (inward + np.array([inward[1], -inward[0]])) / np.sqrt(2), 1)
-    if not (8 < new).all() or not (new < 88).all():  # turn the other way, inside the image
+    if not (new > 8).all() or not (new < 88).all():  # turn the other way, inside the image
         new = np.round(handle + 20 * (inward - np.array([inward[1], -inward[0]])) / np.sqrt(2), 1)
     assert np.linalg.norm(old - new) > 14
     place(w, [handle], [old])

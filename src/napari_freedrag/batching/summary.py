@@ -6,7 +6,7 @@ import csv
 import json
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ class Summary:
         self.info: dict[str, Any] = {
             "instructions": source,
             "out": str(folder),
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "finished": None,
             "workers": workers,
         }
@@ -59,16 +59,18 @@ class Summary:
         if not (final or force) and time.perf_counter() - self._written < WRITE_EVERY_S:
             return {}
         if final:
-            self.info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.info["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         document = jsonable(self.as_dict())
         with atomic_path(self.folder / "summary.json") as temporary:
             temporary.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-        with atomic_path(self.folder / "summary.csv") as temporary:
-            with temporary.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-                writer.writeheader()
-                for row in document["rows"]:
-                    writer.writerow({k: _cell(row[k]) for k in COLUMNS})
+        with (
+            atomic_path(self.folder / "summary.csv") as temporary,
+            temporary.open("w", newline="", encoding="utf-8") as handle,
+        ):
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            for row in document["rows"]:
+                writer.writerow({k: _cell(row[k]) for k in COLUMNS})
         self._written = time.perf_counter()
         return document
 

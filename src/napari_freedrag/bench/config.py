@@ -72,6 +72,17 @@ class BenchConfig:
     isolate: bool = True
 
 
+def _random_generator(resolution: int, max_steps: int, mode_steps: int) -> dict[str, Any]:
+    """A speed generator with the standard StyleGAN2 layout and random weights."""
+    return {
+        "name": f"random-{resolution}",
+        "resolution": resolution,
+        **STANDARD_GENERATOR,
+        "max_steps": max_steps,
+        "mode_steps": mode_steps,
+    }
+
+
 def quick_config(model: str = "cells") -> BenchConfig:
     """CI-sized: a few instructions, short caps, random generator at 256 px only."""
     return BenchConfig(
@@ -83,13 +94,7 @@ def quick_config(model: str = "cells") -> BenchConfig:
         examples=2,
         speed_generators=[
             {"name": model, "model": model, "max_steps": 80, "mode_steps": 20},
-            {
-                "name": "random-256",
-                "resolution": 256,
-                **STANDARD_GENERATOR,
-                "max_steps": 30,
-                "mode_steps": 3,
-            },
+            _random_generator(256, max_steps=30, mode_steps=3),
         ],
         speed_devices=devices(),
     )
@@ -105,20 +110,8 @@ def full_config(model: str = "cells") -> BenchConfig:
         masked_categories=("move",),
         speed_generators=[
             {"name": model, "model": model, "max_steps": 300, "mode_steps": 300},
-            {
-                "name": "random-256",
-                "resolution": 256,
-                **STANDARD_GENERATOR,
-                "max_steps": 300,
-                "mode_steps": 6,
-            },
-            {
-                "name": "random-512",
-                "resolution": 512,
-                **STANDARD_GENERATOR,
-                "max_steps": 300,
-                "mode_steps": 5,
-            },
+            _random_generator(256, max_steps=300, mode_steps=6),
+            _random_generator(512, max_steps=300, mode_steps=5),
         ],
         speed_devices=devices(),
     )

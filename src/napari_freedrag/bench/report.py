@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ def _run(config, backend, source, frozen, generators, log) -> dict[str, Any]:
     size = tuple(backend.sample(config.first_image_seed, config.truncation).image_size)
     report: dict[str, Any] = {
         "schema": SCHEMA,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
         "environment": environment(),
         "config": asdict(config),

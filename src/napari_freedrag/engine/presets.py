@@ -30,6 +30,24 @@ def _choice(choices: tuple[Any, ...], doc: str) -> dict[str, Any]:
     return {"choices": choices, "doc": doc}
 
 
+# Fields both methods have, so their default, range and meaning live once.
+def _snap_to_feature_grid():
+    return field(
+        default=False,
+        metadata=_choice((False, True), "round handles/targets to whole feature pixels"),
+    )
+
+
+def _max_steps():
+    return field(default=300, metadata=_num(0, 100_000, "optimiser steps", True))
+
+
+def _preview_every():
+    return field(
+        default=5, metadata=_num(0, 100_000, "render every N steps (0: only the last)", True)
+    )
+
+
 @dataclass(frozen=True)
 class FreeDragParams:
     """FreeDrag settings (docs/algorithm.md §2-§6). Distances ``d`` are in feature pixels."""
@@ -60,14 +78,9 @@ class FreeDragParams:
     mask_weight: float = field(
         default=10.0, metadata=_num(0.0, 1e6, "weight of the mask term (gamma)")
     )
-    snap_to_feature_grid: bool = field(
-        default=False,
-        metadata=_choice((False, True), "round handles/targets to whole feature pixels"),
-    )
-    max_steps: int = field(default=300, metadata=_num(0, 100_000, "optimiser steps", True))
-    preview_every: int = field(
-        default=5, metadata=_num(0, 100_000, "render every N steps (0: only the last)", True)
-    )
+    snap_to_feature_grid: bool = _snap_to_feature_grid()
+    max_steps: int = _max_steps()
+    preview_every: int = _preview_every()
 
 
 @dataclass(frozen=True)
@@ -113,14 +126,9 @@ class DragGANParams:
         default="l2", metadata=_choice(("l1", "l2"), "nearest-neighbour distance")
     )
     mask_weight: float = field(default=20.0, metadata=_num(0.0, 1e6, "weight of the mask term"))
-    snap_to_feature_grid: bool = field(
-        default=False,
-        metadata=_choice((False, True), "round handles/targets to whole feature pixels"),
-    )
-    max_steps: int = field(default=300, metadata=_num(0, 100_000, "optimiser steps", True))
-    preview_every: int = field(
-        default=5, metadata=_num(0, 100_000, "render every N steps (0: only the last)", True)
-    )
+    snap_to_feature_grid: bool = _snap_to_feature_grid()
+    max_steps: int = _max_steps()
+    preview_every: int = _preview_every()
 
 
 Params = FreeDragParams | DragGANParams

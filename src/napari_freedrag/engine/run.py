@@ -284,28 +284,18 @@ def _finish(session, latent: torch.Tensor) -> tuple[StartState, np.ndarray]:
 
 
 def drag_steps(
-    gen,
-    start,
-    handles,
-    targets,
-    mask=None,
-    method: str = "freedrag",
-    *,
-    max_steps: int | None = None,
-    preview_every: int | None = None,
-    stop: StopFlag = None,
-    **params,
+    gen, start, handles, targets, mask=None, method="freedrag", *, stop: StopFlag = None, **options
 ) -> DragRun:
     """Drag ``handles`` to ``targets`` on ``start``: a :class:`DragRun`, checked now.
 
     ``mask`` (``start.image_size``, 1 = may change) restricts the edit; an empty mask
     means none.  ``targets`` may be a :class:`TargetSource` to move them while it runs.
-    ``params`` override the backend's preset (see ``engine.presets``).  ``stop`` (an Event
+    ``options`` are checked by :func:`.validate.validate`: ``max_steps``, ``preview_every``
+    and overrides of the backend's preset (see ``engine.presets``).  ``stop`` (an Event
     or a callable) is checked before every optimiser step, as is :meth:`DragRun.stop`.
     """
     stop_check = check_stop(stop)
-    instruction = validate(gen, start, handles, targets, mask, method,
-                           max_steps=max_steps, preview_every=preview_every, **params)  # fmt: skip
+    instruction = validate(gen, start, handles, targets, mask, method, **options)
     return DragRun(instruction, stop_check)
 
 

@@ -101,6 +101,17 @@ def _check_count(handles: int, targets: int) -> None:
         )
 
 
+def check_mask_shape(mask: Any, size: tuple[int, int]) -> np.ndarray:
+    """``mask`` as an array, refused unless it has the image's shape (engine and backends)."""
+    array = np.asarray(mask)
+    if array.shape != tuple(size):
+        raise InputError(
+            f"mask shape {array.shape} does not match the image size {tuple(size)}; "
+            "paint the mask on the image being edited"
+        )
+    return array
+
+
 def check_mask(mask: Any, size: tuple[int, int]) -> np.ndarray | None:
     """A float32 mask of the image's shape, or ``None`` when it restricts nothing.
 
@@ -111,12 +122,7 @@ def check_mask(mask: Any, size: tuple[int, int]) -> np.ndarray | None:
         return None
     if isinstance(mask, torch.Tensor):
         mask = mask.detach().cpu().numpy()
-    array = np.asarray(mask)
-    if array.shape != tuple(size):
-        raise InputError(
-            f"mask shape {array.shape} does not match the image size {tuple(size)}; "
-            "paint the mask on the image being edited"
-        )
+    array = check_mask_shape(mask, size)
     if array.dtype == bool or np.issubdtype(array.dtype, np.integer):
         values = (array != 0).astype(np.float32)  # label images: any label = may change
     else:
@@ -133,33 +139,36 @@ def check_mask(mask: Any, size: tuple[int, int]) -> np.ndarray | None:
     return values
 
 
-def _overrides(max_steps: Any, preview_every: Any, params: dict[str, Any]) -> dict[str, Any]:
+def _check_settings(
+    method: str,
+    size: tuple[int, int],
+    mask: Any,
+    *,
+    max_steps: int | None = None,
+    preview_every: int | None = None,
+    **params,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The mask and the preset overrides checked: the one home of the run's option keywords."""
+    mask = check_mask(mask, size)
     overrides = dict(params)
     if max_steps is not None:
         overrides["max_steps"] = max_steps
     if preview_every is not None:
         overrides["preview_every"] = preview_every
-    return overrides
+    return mask, check_overrides(PARAMS_BY_METHOD[method], overrides)
 
 
 def check_instruction(
-    image_size,
-    handles,
-    targets,
-    mask=None,
-    method: str = "freedrag",
-    *,
-    max_steps: int | None = None,
-    preview_every: int | None = None,
-    **params,
+    image_size, handles, targets, mask=None, method: str = "freedrag", **options
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """Everything that needs no model: ``(handles, targets, mask, overrides)`` checked."""
+    """Everything that needs no model: ``(handles, targets, mask, overrides)`` checked.
+
+    ``options`` are those of :func:`validate` (``max_steps``, ``preview_every``, preset fields).
+    """
     method = check_method(method)
     size = check_size(image_size)
     handles, targets = check_pairs(handles, targets, size)
-    mask = check_mask(mask, size)
-    kind = PARAMS_BY_METHOD[method]
-    overrides = check_overrides(kind, _overrides(max_steps, preview_every, params))
+    mask, overrides = _check_settings(method, size, mask, **options)
     return handles, targets, mask, overrides
 
 
@@ -187,20 +196,12 @@ def check_start(gen: Backend, start: Any) -> StartState:
 
 
 def validate(
-    gen,
-    start,
-    handles,
-    targets,
-    mask=None,
-    method: str = "freedrag",
-    *,
-    max_steps: int | None = None,
-    preview_every: int | None = None,
-    **params,
+    gen, start, handles, targets, mask=None, method: str = "freedrag", **options
 ) -> Instruction:
     """The whole instruction checked against ``gen`` and ``start``, the preset resolved once.
 
-    ``targets`` may be a :class:`TargetSource` (live re-targeting) or plain points.
+    ``targets`` may be a :class:`TargetSource` (live re-targeting) or plain points;
+    ``options`` are ``max_steps``, ``preview_every`` and preset fields (``engine.presets``).
     """
     gen = check_backend(gen)
     start = check_start(gen, start)
@@ -215,8 +216,6 @@ def validate(
 
     source = targets if isinstance(targets, TargetSource) else TargetSource(targets)
     version, _ = source.bind(check_targets)
-    mask = check_mask(mask, size)
-    kind = PARAMS_BY_METHOD[method]
-    overrides = check_overrides(kind, _overrides(max_steps, preview_every, params))
+    mask, overrides = _check_settings(method, size, mask, **options)
     settings = replace(gen.preset(method, size), **overrides)
     return Instruction(gen, start, handles, source, version, mask, method, settings)

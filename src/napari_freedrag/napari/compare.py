@@ -60,7 +60,7 @@ def compare_methods(controller, settings: dict, params: dict[str, dict]) -> Comp
                 return
             try:
                 start(index + 1)
-            except Exception as exc:  # the next run is refused: say so, keep the first
+            except Exception as exc:  # noqa: BLE001 - any refusal of the 2nd run: say so, keep the 1st
                 notify_error(exc)
                 _show(controller, comparison)
 

@@ -79,7 +79,7 @@ def guarded_steps(job: Job):
             index = step.index
             with job.delivered:
                 job.delivered.wait_for(lambda i=index: job.acked >= i or job.finished, MAX_LAG_S)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - superqt drops worker exceptions: return them
         return Failure(exc)
 
 
@@ -95,7 +95,7 @@ def guarded_yields(func):
     as a :class:`Failure` (see there)."""
     try:
         return (yield from func())
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - superqt drops worker exceptions: return them
         return Failure(exc)
 
 

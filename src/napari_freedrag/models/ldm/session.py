@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from napari_freedrag import imaging
 from napari_freedrag.engine.protocol import StartState
-from napari_freedrag.errors import InputError
+from napari_freedrag.engine.validate import check_mask_shape
 from napari_freedrag.models.ldm.attention import mutual_self_attention
 
 if TYPE_CHECKING:
@@ -99,12 +99,7 @@ class LDMSession:
         """``1 − mask`` at latent resolution (nearest), or ``None`` when nothing is painted."""
         if mask is None:
             return None
-        mask = np.asarray(mask)
-        if mask.shape != self.image_size:
-            raise InputError(
-                f"mask of shape {mask.shape} does not match the image {self.image_size}: "
-                "paint the mask on the image being edited"
-            )
+        mask = check_mask_shape(mask, self.image_size)
         if not mask.any():
             return None
         editable = torch.from_numpy((mask != 0).astype(np.float32))[None, None]

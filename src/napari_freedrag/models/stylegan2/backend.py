@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_freedrag.engine.protocol import METHODS, StartState
+from napari_freedrag.engine.validate import check_mask_shape
 from napari_freedrag.errors import InputError, ModelError
 from napari_freedrag.models.stylegan2.network import Generator, to_uint8_image
 from napari_freedrag.models.stylegan2.partial import FeaturePath, Rect, clip_rect, run_blocks
@@ -315,11 +316,7 @@ class StyleGAN2Session:
         """Feature pixels outside the editable region, or ``None`` when there is no mask term."""
         if mask is None:
             return None
-        mask = np.asarray(mask)
-        if mask.shape != self.image_size:
-            raise InputError(
-                f"the mask must have the image's shape {self.image_size}, got {mask.shape}"
-            )
+        mask = check_mask_shape(mask, self.image_size)
         editable = torch.from_numpy((mask != 0).astype(np.float32))
         if not editable.any():
             return None  # nothing painted: no mask term (an empty mask must not freeze all)

@@ -254,10 +254,7 @@ class SynthesisLayer(nn.Module):
         """NVIDIA's layer: modulated weights for a single sample, modulated activations
         (the same numbers, one shared weight) for a batch."""
         batch = x.shape[0]
-        if batch == 1:
-            y = self.grouped_conv(x, self.modulated_weight(w))
-        else:
-            y = self.styled_conv(x, w)
+        y = self.grouped_conv(x, self.modulated_weight(w)) if batch == 1 else self.styled_conv(x, w)
         return self.activate(y, self.noise(noise_mode, batch, y))
 
     def grouped_conv(self, x: torch.Tensor, weight: torch.Tensor, padding=1) -> torch.Tensor:
