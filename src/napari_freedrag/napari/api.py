@@ -26,14 +26,17 @@ def napari_drag(
     keep_frames: bool = False,
     prompt: str = "",
     lora_steps: int = 0,
+    projection: dict[str, Any] | None = None,
     **params,
 ):
     """Drag ``handles`` to ``targets`` in ``viewer``, through the same controller as the widget.
 
     ``source``: a user's Image layer to edit (its plane on screen; the layer is only read;
-    needs a model that can invert an image, e.g. ``ldm:PATH``).  ``source=None`` samples
-    from ``seed`` (StyleGAN2 models) when the viewer has no working image yet or when
-    ``new_image=True``; otherwise the edit continues from the current edit.
+    a StyleGAN2 model projects it first, ``projection`` giving ``invert_steps`` options
+    such as ``{"mode": "pti", "steps": 200}``; an ``ldm:PATH`` model inverts it).
+    ``source=None`` samples from ``seed`` (StyleGAN2 models) when the viewer has no
+    working image yet or when ``new_image=True``; otherwise the edit continues from the
+    current edit.
     ``handles`` / ``targets``: ``[[row, col], ...]`` in image pixels (None = use the points
     in the "FreeDrag handles" / "FreeDrag targets" layers).  ``mask``: ``(H, W)`` array,
     nonzero = may change (None = no mask).  ``params`` override the preset (``l``, ``lr``…).
@@ -46,7 +49,7 @@ def napari_drag(
     if source is not None or new_image or (new_image is None and not len(controller.history)):
         controller.new_image(
             model, seed, truncation, device=device, source=source, prompt=prompt,
-            lora_steps=lora_steps, wait=True,
+            lora_steps=lora_steps, projection=projection, wait=True,
         )  # fmt: skip
     return controller.run(
         method=method,

@@ -90,12 +90,23 @@ def acknowledge(job: Job, step) -> None:
         job.delivered.notify_all()
 
 
-def guarded_call(func):
-    """``func()``, with an exception returned as a :class:`Failure` (see there)."""
+def guarded_yields(func):
+    """What the generator ``func()`` yields; its return value, or an exception returned
+    as a :class:`Failure` (see there)."""
     try:
-        return func()
+        return (yield from func())
     except Exception as exc:  # noqa: BLE001 - superqt drops worker exceptions: return them
         return Failure(exc)
+
+
+def drain(steps, on_yield):
+    """Run the generator ``steps`` here, ``on_yield`` for each value; its return value."""
+    while True:
+        try:
+            value = next(steps)
+        except StopIteration as end:
+            return end.value
+        on_yield(value)
 
 
 def run_sync(job: Job, on_step, on_result, on_error, end):

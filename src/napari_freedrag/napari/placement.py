@@ -9,7 +9,7 @@ pixels, and the world position of every pixel is the source's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,23 @@ class Placement:
             "translate": [float(t) for t in self.translate],
             "units": list(self.units) if self.units is not None else None,
         }
+
+    def cropped(self, top: int, left: int, size: tuple[int, int]) -> Placement:
+        """The placement of the ``size`` rectangle of the plane from pixel ``(top, left)``.
+
+        The crop's pixel (0, 0) must land on the plane's pixel (top, left): the offset goes
+        through the layer's own scale, rotate and shear (napari's translate comes after them).
+        """
+        from napari.utils.transforms import CompositeAffine
+
+        linear = CompositeAffine(
+            scale=self.scale, rotate=self.rotate, shear=self.shear, ndim=self.ndim
+        ).linear_matrix
+        offset = np.zeros(self.ndim)
+        offset[-2:] = top, left
+        translate = np.asarray(self.translate, dtype=float) + linear @ offset
+        size = (int(size[0]), int(size[1]))
+        return replace(self, size=size, translate=tuple(float(t) for t in translate))
 
     def pixel_size(self) -> tuple[float, float]:
         """``(row, col)`` pixel size in world units (the last two axes' scale)."""

@@ -162,22 +162,32 @@ class DragController:
         source=None,
         prompt: str = "",
         lora_steps: int = 0,
+        projection: dict[str, Any] | None = None,
         wait: bool = False,
     ):
         """Show a fresh working image, from a seed or from the plane of ``source`` on screen.
 
         New image clears the handles, targets and mask (they belong to the image they were
-        drawn on).  ``source`` is only read.  Returns the worker, or the Edit (``wait``).
+        drawn on).  ``source`` is only read; with a StyleGAN2 model it is projected (Stop
+        keeps the state reached; ``projection``: ``invert_steps`` options such as ``mode``
+        and ``steps``).  Returns the worker, or the Edit (``wait``).
         """
         self._refuse_if_busy()
         plan = plan_start(source, self.viewer.dims.point, model, seed, truncation)
+        self._stop.clear()
         self.status.emit("loading the model…")
 
         def load():
             backend = plan.model
             if isinstance(backend, str):
                 backend = self.backend_for(backend, device)
-            return backend, plan.start(backend, prompt, lora_steps, stop=self._stop)
+            state = yield from plan.start(backend, prompt, lora_steps, self._stop, projection)
+            return backend, state
+
+        def projecting(progress) -> None:
+            step, total = progress
+            self.status.emit(f"projecting {plan.origin()}: step {step} of {total}")
+            self.progress.emit(step, total)
 
         def shown(out) -> Edit:
             backend, state = out
@@ -201,10 +211,10 @@ class DragController:
         if wait:
             self._set_busy(True)
             try:
-                return shown(load())
+                return shown(J.drain(load(), lambda p: (projecting(p), J.process_events())))
             finally:
                 self._set_busy(False)
-        return self._start_worker(load, shown)
+        return self._start_worker(load, shown, projecting)
 
     # ------------------------------------------------------------------ drag
     def run(
@@ -272,6 +282,8 @@ class DragController:
 
     def stop(self) -> None:
         """Stop after the step being computed; the newest step is shown at once."""
+        if self._stop.is_set():
+            return  # already stopping (a progress listener that stops must not recurse)
         self._stop.set()
         job = self._job
         if job is not None and not job.finished and job.received is not None:
@@ -343,8 +355,9 @@ class DragController:
             self._show_step(job)
             J.process_events()
 
-    def _start_worker(self, func, returned):
-        """Run ``func`` (model loading, inversion) off the main thread, results shown after."""
+    def _start_worker(self, func, returned, yielded):
+        """Run the generator ``func`` (model loading, inversion) off the main thread;
+        what it yields and its result are handled here, in the main thread."""
         self._set_busy(True)
 
         def failed(exc):
@@ -358,7 +371,7 @@ class DragController:
                 returned(out)
 
         worker = J.make_worker(
-            J.guarded_call, func, returned=done, errored=failed,
+            J.guarded_yields, func, yielded=yielded, returned=done, errored=failed,
             finished=lambda: self._set_busy(False),
         )  # fmt: skip
         worker.start()

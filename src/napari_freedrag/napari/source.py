@@ -7,18 +7,21 @@ non-finite pixels are the one exception, and the provenance counts them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from napari_freedrag.errors import ModelError
+from napari_freedrag.errors import InputError, ModelError
 from napari_freedrag.io import jsonable
 from napari_freedrag.napari.history import Edit, ImageForm
 from napari_freedrag.napari.placement import Placement, placement_of
 
 #: Metadata key of a FreeDrag sample image (File > Open Sample): model, seed, truncation.
 SAMPLE_KEY = "napari-freedrag-sample"
+#: Projection progress reports per second (the status line cannot be read faster).
+PROGRESS_HZ = 10.0
 
 
 def sample_marker(layer) -> dict[str, Any] | None:
@@ -41,8 +44,9 @@ def describe_source(layer, placement: Placement) -> dict[str, Any]:
     }
 
 
-def source_form(layer, placement: Placement, value_range=None) -> tuple[ImageForm, np.ndarray]:
-    """How results of ``layer``'s plane are shown, and the plane as model RGB.
+def source_form(layer, placement: Placement, value_range=None):
+    """``(form, rgb, plane)``: how results of ``layer``'s plane are shown, the plane as
+    model RGB, and the plane itself.
 
     ``value_range`` (None: the plane's own full range) is what model 0..255 stands for.
     """
@@ -62,7 +66,7 @@ def source_form(layer, placement: Placement, value_range=None) -> tuple[ImageFor
     colormap = getattr(layer.colormap, "name", "gray")
     form = ImageForm(placement, info, tuple(float(c) for c in layer.contrast_limits), colormap)
     form.source = description
-    return form, rgb
+    return form, rgb, plane
 
 
 def start_image(backend, state) -> np.ndarray:
@@ -82,20 +86,28 @@ class StartPlan:
     truncation: float
     form: ImageForm | None = None  # None: a sampled image, placed at the model's size
     rgb: np.ndarray | None = None  # the plane to invert (None: sample from the seed)
+    plane: np.ndarray | None = None  # the plane as it is, for a StyleGAN2 projection
     source_name: str | None = None
 
-    def start(self, backend, prompt: str = "", lora_steps: int = 0, stop=None):
+    def start(self, backend, prompt: str = "", lora_steps: int = 0, stop=None, projection=None):
         """The start state (in the worker thread): sampled, or the plane inverted.
 
-        A StyleGAN2 projection honours ``stop``: the state reached so far is kept.
+        A generator: a StyleGAN2 projection yields ``(step, total)`` (at most
+        :data:`PROGRESS_HZ` a second) and honours ``stop`` (the state reached so far is
+        kept); the start state is its return value.  ``projection``: options of
+        ``invert_steps`` (mode, steps…).
         """
         if self.rgb is None:
             state = backend.sample(int(self.seed), truncation=float(self.truncation))
+        elif hasattr(backend, "invert_steps"):
+            if lora_steps:
+                raise InputError("per-image LoRA is for ldm: models; StyleGAN2 uses mode 'pti'")
+            # The plane itself: the projection crops, resizes and replicates it and
+            # records how (state.extra["source"] maps results back to the crop's form).
+            steps = backend.invert_steps(self.plane, stop=stop, **(projection or {}))
+            state = yield from _throttled(steps)
         elif hasattr(backend, "invert"):
-            honours_stop = {"stop": stop} if backend.kind == "stylegan2" and stop else {}
-            state = backend.invert(
-                self.rgb, prompt=prompt, lora_steps=int(lora_steps), **honours_stop
-            )
+            state = backend.invert(self.rgb, prompt=prompt, lora_steps=int(lora_steps))
         else:
             raise ModelError(
                 f"model {backend.name!r} cannot edit a real image; choose a StyleGAN2 or "
@@ -105,10 +117,24 @@ class StartPlan:
             state.image = start_image(backend, state)
         return state
 
+    def form_of(self, state) -> ImageForm:
+        """How ``state``'s results are shown: a projection covers the crop it was made from."""
+        size = tuple(int(s) for s in state.image_size)
+        if self.form is None:
+            return ImageForm(Placement(size))
+        projected = (state.info or {}).get("projection")
+        if not projected:
+            return self.form
+        placement = self.form.placement
+        crop = projected["conversion"]["crop"]
+        if crop is not None:
+            top, bottom, left, right = crop
+            placement = placement.cropped(top, left, (bottom - top, right - left))
+        return replace(self.form, placement=placement, info=state.extra["source"])
+
     def edit(self, backend, state) -> Edit:
         """The history entry of the new start image."""
-        size = tuple(int(s) for s in state.image_size)
-        form = self.form or ImageForm(Placement(size))
+        form = self.form_of(state)
         sampled = self.rgb is None
         entry = {
             "generated": True,
@@ -133,11 +159,26 @@ class StartPlan:
         text = f"{where}'{self.source_name}'"
         projected = (state.info.get("projection") if state is not None else None) or {}
         if projected:
+            stopped = f" of {projected['requested_steps']}, stopped" if projected["stopped"] else ""
             text += (
-                f", projected ({projected['mode']}, {projected['steps']} steps): "
+                f", projected ({projected['mode']}, {projected['steps']} steps{stopped}): "
                 f"PSNR {projected['psnr']:.1f} dB, SSIM {projected['ssim']:.2f}"
             )
         return text
+
+
+def _throttled(steps):
+    """``(index, total)`` of a projection's steps, at most PROGRESS_HZ a second; its value."""
+    shown = 0.0
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as end:
+            return end.value
+        now = time.perf_counter()
+        if now - shown >= 1.0 / PROGRESS_HZ or step.index == step.total:
+            shown = now
+            yield int(step.index), int(step.total)
 
 
 def plan_start(source, dims_point, model, seed: int, truncation: float) -> StartPlan:
@@ -147,12 +188,12 @@ def plan_start(source, dims_point, model, seed: int, truncation: float) -> Start
     placement = placement_of(source, dims_point)
     marker = sample_marker(source)
     if marker is None:
-        form, rgb = source_form(source, placement)
-        return StartPlan(model, int(seed), float(truncation), form, rgb, str(source.name))
+        form, rgb, plane = source_form(source, placement)
+        return StartPlan(model, int(seed), float(truncation), form, rgb, plane, str(source.name))
     seeds = marker.get("seeds")
     seed = int(seeds[placement.plane[0]]) if seeds else int(marker["seed"])
-    form, _ = source_form(source, placement, marker.get("value_range"))
+    form, _, _ = source_form(source, placement, marker.get("value_range"))
     if source.rgb and source.data.dtype == np.uint8:
         form.info = None  # an RGB sample is shown as the model's RGB, as it was made
     model = model if not isinstance(model, str) else marker["model"]
-    return StartPlan(model, seed, float(marker["truncation"]), form, None, str(source.name))
+    return StartPlan(model, seed, float(marker["truncation"]), form, None, None, str(source.name))

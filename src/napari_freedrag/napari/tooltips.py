@@ -37,6 +37,11 @@ TIPS = {
     "reconstruct it. Leave empty if unsure.",
     "lora_steps": "Fine-tune the diffusion model on this image first, for a more faithful "
     "reconstruction. Slow on a CPU; 0 (the default) skips it.",
+    "projection": "How a StyleGAN2 finds your source image: W+ (default) is faithful and "
+    "keeps the model as it is; W is coarser; PTI also tunes a private copy of the model for "
+    "the closest match (slower). The file on disk never changes.",
+    "projection_steps": "Optimisation steps of the projection; more is closer and slower "
+    "(200, the default, takes seconds at 64 px on a CPU). Stop keeps what was reached.",
     "new_button": "Load the model (once) and show a fresh starting image from the seed or "
     "the source image. Shortcut: {new_image}.",
     "random_button": "Pick a random seed and show its image.",

@@ -56,6 +56,8 @@ FREEDRAG_ONLY = ("l", "d")
 #: Fields that only a seeded model (StyleGAN2, analytic) uses / only latent diffusion uses.
 SEEDED_ONLY = ("seed", "truncation", "random_button")
 DIFFUSION_ONLY = ("prompt", "lora_steps")
+#: Fields of a StyleGAN2 projection of the source image.
+PROJECTION_FIELDS = ("projection", "projection_steps")
 
 
 class FreeDragWidget(RememberedFields, Container):
@@ -78,6 +80,15 @@ class FreeDragWidget(RememberedFields, Container):
         self.source = ComboBox(label="source image", choices=self._source_choices)
         self.prompt = LineEdit(label="prompt", visible=False)
         self.lora_steps = SpinBox(label="LoRA steps", min=0, max=1000, value=0, visible=False)
+        # How a StyleGAN2 projects a source image (docs/projection.md measures the choices).
+        self.projection = ComboBox(
+            label="projection",
+            choices=[("W+ (default)", "w+"), ("W", "w"), ("PTI (tunes a copy of G)", "pti")],
+            visible=False,
+        )
+        self.projection_steps = SpinBox(
+            label="projection steps", min=1, max=5000, value=200, visible=False
+        )
         self.new_button = PushButton(text="New image")
         self.random_button = PushButton(text="Random seed")
         self.method = ComboBox(
@@ -116,7 +127,8 @@ class FreeDragWidget(RememberedFields, Container):
             widgets=[
                 self.guide,
                 box(self.model, self.model_path, self.device, self.seed, self.truncation,
-                    self.source, self.prompt, self.lora_steps),
+                    self.source, self.prompt, self.lora_steps, self.projection,
+                    self.projection_steps),
                 row(self.new_button, self.random_button),
                 box(self.method, self.max_steps),
                 row(self.run_button, self.stop_button),
@@ -132,7 +144,7 @@ class FreeDragWidget(RememberedFields, Container):
         for label in (self.guide, self.status):
             wrap(label)
         scroll(body)  # a short screen scrolls the controls; the status stays in view
-        for name in (*REMEMBERED, *PRESET_FIELDS, "source", *_BUTTONS):
+        for name in (*REMEMBERED, *PRESET_FIELDS, *PROJECTION_FIELDS, "source", *_BUTTONS):
             getattr(self, name).tooltip = tip(name)
         # on the whole slider row (magicgui would set it on the bar only, not its readout)
         self.history.slider.native.setToolTip(tip("history_slider"))
@@ -146,6 +158,8 @@ class FreeDragWidget(RememberedFields, Container):
     def _connect(self):
         self.model.changed.connect(self._on_model_choice)
         self.model_path.changed.connect(self._on_model_choice)
+        # Qt's own signal: magicgui sends no `changed` when the choice becomes None.
+        self.source.native.currentIndexChanged.connect(self._show_projection_fields)
         self.method.changed.connect(self._on_method)
         self.new_button.clicked.connect(self.new_image)
         self.random_button.clicked.connect(self._random_seed)
@@ -209,6 +223,7 @@ class FreeDragWidget(RememberedFields, Container):
             source=source,
             prompt=self.prompt.value,
             lora_steps=self.lora_steps.value,
+            projection={"mode": self.projection.value, "steps": self.projection_steps.value},
         )
 
     def parameters(self, method: str | None = None) -> dict:
@@ -345,6 +360,13 @@ class FreeDragWidget(RememberedFields, Container):
             getattr(self, name).visible = not diffusion
         for name in DIFFUSION_ONLY:
             getattr(self, name).visible = diffusion
+        self._show_projection_fields()
+
+    def _show_projection_fields(self, _index=None):
+        """The projection fields, while a source image would be projected (not by ldm:)."""
+        projected = self.source.value not in (None, NO_SOURCE) and not self._is_diffusion()
+        for name in PROJECTION_FIELDS:
+            getattr(self, name).visible = projected
 
     def _on_method(self, method):
         for field in FREEDRAG_ONLY:
