@@ -103,3 +103,21 @@ def save_random_checkpoint(folder: Path, name: str = "tiny", config: dict | None
 
     config = TINY if config is None else config
     return save_checkpoint(Path(folder) / name, config, random_generator(config).state_dict())
+
+
+class BackendWrapper:
+    """A backend that passes every call on to ``inner``; subclasses replace what they vary
+    (a session that crashes, features computed another way)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name, self.kind, self.device = inner.name, inner.kind, inner.device
+
+    def preset(self, method, image_size):
+        return self.inner.preset(method, image_size)
+
+    def sample(self, seed, truncation=0.7):
+        return self.inner.sample(seed, truncation)
+
+    def session(self, start, mask, method):
+        return self.inner.session(start, mask, method)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_freedrag.napari import layers as L
-from napari_freedrag.testing import TINY, random_backend
+from napari_freedrag.testing import TINY, BackendWrapper, random_backend
 
 pytestmark = pytest.mark.napari
 napari = pytest.importorskip("napari")
@@ -20,18 +20,8 @@ def tiny_backend():
     return random_backend(TINY, "tiny")
 
 
-class BrokenBackend:
+class BrokenBackend(BackendWrapper):
     """A backend whose edits crash inside the worker, as a bug would."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.name, self.kind, self.device = inner.name, inner.kind, inner.device
-
-    def preset(self, method, image_size):
-        return self.inner.preset(method, image_size)
-
-    def sample(self, seed, truncation=0.7):
-        return self.inner.sample(seed, truncation)
 
     def session(self, start, mask, method):
         raise RuntimeError("simulated crash inside the worker")

@@ -16,6 +16,7 @@ from napari_freedrag.bench.config import BenchConfig
 from napari_freedrag.bench.memory import memory_kind, peak_memory_gib, reset_peak, rss_gib
 from napari_freedrag.engine.protocol import METHODS
 from napari_freedrag.models.stylegan2.partial import run_blocks
+from napari_freedrag.testing import BackendWrapper
 
 
 def speed(config: BenchConfig, generators: list[dict], log) -> dict[str, Any]:
@@ -81,18 +82,12 @@ def build_speed_backend(spec: dict, device: str):
     return random_backend(config, spec["name"], device, seed=spec.get("seed", 0))
 
 
-class ModeBackend:
+class ModeBackend(BackendWrapper):
     """A StyleGAN2 backend whose sessions compute features another way (speed only)."""
 
     def __init__(self, inner, mode: str):
-        self.inner, self.mode = inner, mode
-        self.name, self.kind, self.device = inner.name, inner.kind, inner.device
-
-    def preset(self, method, image_size):
-        return self.inner.preset(method, image_size)
-
-    def sample(self, seed, truncation=0.7):
-        return self.inner.sample(seed, truncation)
+        super().__init__(inner)
+        self.mode = mode
 
     def session(self, start, mask, method):
         return ModeSession(self.inner, self.inner.session(start, mask, method), start, self.mode)

@@ -69,16 +69,12 @@ def guarded_steps(job: Job):
     steps the user never saw.  An exception becomes a :class:`Failure` return value.
     """
     try:
-        steps = iter(job.steps)
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration:
-                return job.steps.result
+        for step in job.steps:
             yield step
             index = step.index
             with job.delivered:
                 job.delivered.wait_for(lambda i=index: job.acked >= i or job.finished, MAX_LAG_S)
+        return job.steps.result
     except Exception as exc:  # noqa: BLE001 - superqt drops worker exceptions: return them
         return Failure(exc)
 
@@ -112,14 +108,9 @@ def drain(steps, on_yield):
 def run_sync(job: Job, on_step, on_result, on_error, end):
     """Run ``job`` in the calling (main) thread; the DragResult, or the engine's error raised."""
     try:
-        steps = iter(job.steps)
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration:
-                result = job.steps.result
-                break
+        for step in job.steps:
             on_step(job, step)
+        result = job.steps.result
         on_result(job, result)
     except BaseException as exc:
         on_error(job, exc)
