@@ -221,6 +221,7 @@ def _edit(args: argparse.Namespace) -> int:
 
     import napari_freedrag as nfd
     from napari_freedrag import io
+    from napari_freedrag.engine.run import start_image
 
     _quiet_model_libraries()
     pairs = [parse_drag(text) for text in args.drag or ()]
@@ -240,7 +241,7 @@ def _edit(args: argparse.Namespace) -> int:
     if mask is not None:
         mask = io.read_mask(args.mask, shape=tuple(start.image_size))
     if not pairs:
-        result_image, report = _start_image(gen, start), _start_report(gen, start)
+        result_image, report = start_image(gen, start), _start_report(gen, start)
         io.write_image(args.out, result_image, io.provenance_from_report(report))
         _write_extras(args, report, start.latent)
         print(f"{args.out}: start image of {gen.name} (0 steps)")
@@ -318,16 +319,6 @@ def _start_state(gen, args: argparse.Namespace, image, latent):
             raise InputError(f"model {gen.name!r} cannot start from a W+ latent (--latent)")
         return gen.from_latent(latent)
     return gen.sample(0 if args.seed is None else args.seed)
-
-
-def _start_image(gen, start):
-    """The start image (rendered from the latent when the state carries none)."""
-    import numpy as np
-
-    if start.image is not None:
-        return np.asarray(start.image)
-    session = gen.session(start, None, "freedrag")
-    return np.asarray(session.render(session.latent.detach()))
 
 
 def _start_report(gen, start) -> dict:

@@ -302,3 +302,11 @@ def drag_steps(
 def drag(gen, start, handles, targets, mask=None, method="freedrag", **kw) -> DragResult:
     """Run :func:`drag_steps` to the end and return its :class:`DragResult`."""
     return drag_steps(gen, start, handles, targets, mask, method, **kw).run_to_end()
+
+
+def start_image(gen, start: StartState) -> np.ndarray:
+    """The uint8 RGB image of ``start``: its own, or rendered from its latent."""
+    if start.image is not None:
+        return np.asarray(start.image)
+    session = gen.session(start, None, "freedrag")
+    return np.asarray(session.render(session.latent.detach()))

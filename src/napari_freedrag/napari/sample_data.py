@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_freedrag.napari.source import SAMPLE_KEY, start_image
+from napari_freedrag.engine.run import start_image
+from napari_freedrag.napari.source import SAMPLE_KEY
 
 SAMPLE_SEEDS = (0, 1, 2)
 TRUNCATION = 0.7

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_freedrag.engine.run import start_image
 from napari_freedrag.errors import InputError, ModelError
 from napari_freedrag.io import jsonable
 from napari_freedrag.napari.history import Edit, ImageForm
@@ -67,14 +68,6 @@ def source_form(layer, placement: Placement, value_range=None):
     form = ImageForm(placement, info, tuple(float(c) for c in layer.contrast_limits), colormap)
     form.source = description
     return form, rgb, plane
-
-
-def start_image(backend, state) -> np.ndarray:
-    """The starting image as uint8 RGB (rendered when the state carries none)."""
-    if state.image is not None:
-        return np.asarray(state.image)
-    session = backend.session(state, None, "freedrag")
-    return np.asarray(session.render(session.latent.detach()))
 
 
 @dataclass
