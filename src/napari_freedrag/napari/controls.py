@@ -54,10 +54,11 @@ def scroll(container: Container) -> None:
     area.setMinimumWidth(native.minimumSizeHint().width() + bar)
     # Controls shown or hidden later (model kind, Advanced) change the width they need: the
     # dock follows, so nothing is ever clipped at its right edge.
-    native.installEventFilter(_FitWidth(area, bar))
+    native.installEventFilter(_width_follower(area, bar))
 
 
-def _FitWidth(area, bar: int):  # noqa: N802 - builds the Qt object lazily (no Qt at import)
+def _width_follower(area, bar: int):
+    """An event filter keeping `area` as wide as its contents need (Qt imported lazily)."""
     from qtpy.QtCore import QEvent, QObject
 
     class FitWidth(QObject):
