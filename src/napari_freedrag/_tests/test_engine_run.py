@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_freedrag import TargetSource
 from napari_freedrag._tests.analytic_scene import BLOB_CENTRES
 from napari_freedrag.engine.presets import DragGANParams, FreeDragParams
 from napari_freedrag.engine.run import drag, drag_steps
@@ -110,11 +111,12 @@ class SpyBackend(AnalyticBackend):
 
     def session(self, start, mask, method):
         session = super().session(start, mask, method)
-        calls = self.calls = []
+        calls, latents = self.calls, self.latents = [], []
         read = session.features
 
         def features(latent, boxes=None):
             calls.append(boxes)
+            latents.append(latent)
             return read(latent, boxes)
 
         session.features = features
@@ -135,8 +137,32 @@ def test_announced_boxes_cover_every_read(gen, start, method, handles, targets):
     exact = drag(gen, start, handles, targets, method=method, max_steps=40)
     boxed = drag(spy, start, handles, targets, method=method, max_steps=40)
     assert boxed.trace == exact.trace
-    assert spy.calls[0] is None and all(boxes is not None for boxes in spy.calls[1:])
-    assert all(r1 - r0 < 32 or c1 - c0 < 32 for boxes in spy.calls[1:] for r0, c0, r1, c1 in boxes)
+    np.testing.assert_array_equal(boxed.content_points, exact.content_points)
+    # not even the start's features are read as a whole map: its boxes come in one call
+    assert spy.latents[0] is not spy.latents[1] and torch.equal(spy.latents[0], start.latent)
+    assert all(boxes is not None for boxes in spy.calls)
+    assert all(r1 - r0 < 32 or c1 - c0 < 32 for boxes in spy.calls for r0, c0, r1, c1 in boxes)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("after", [0, 3, 7])
+def test_boxes_follow_targets_moved_during_the_run(gen, start, method, after):
+    """Targets moved before the first step (FreeDrag's first line search reads the start's
+    features towards them) or mid-run: every read stays inside announced boxes."""
+
+    def run(backend):
+        source = TargetSource([[16, 30]])
+        steps = drag_steps(backend, start, [[16, 16]], source, method=method, max_steps=30)
+        if after == 0:
+            source.set([[30, 16]])
+        for step in steps:
+            if step.index == after:
+                source.set([[30, 16]])
+        return steps.result
+
+    exact, boxed = run(gen), run(SpyBackend(strict_boxes=True))
+    assert boxed.trace == exact.trace and boxed.report["target_changes"]
+    np.testing.assert_array_equal(boxed.content_points, exact.content_points)
 
 
 def test_a_mask_term_reads_the_full_map(start):

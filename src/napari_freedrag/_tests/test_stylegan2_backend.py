@@ -116,6 +116,27 @@ def test_fast_path_reads_only_the_receptive_field(small):
     assert fast[:, :20].abs().max() == 0 and fast[:, 30:34, 30:34].abs().min() > 0
 
 
+@pytest.mark.parametrize("method", ["freedrag", "draggan"])
+def test_a_boxed_run_is_the_full_map_run(small, method):
+    """Every read boxed (the start's features too) against every read of the whole map:
+    the same losses, points, content measurement and final image."""
+    from napari_freedrag.bench.speed import ModeBackend
+    from napari_freedrag.engine.run import drag
+
+    state = small.sample(2)
+    handles, targets = [[40, 40], [100, 90]], [[40, 62], [88, 100]]
+    args = (state, handles, targets, None, method)
+    full = drag(ModeBackend(small, "frozen-out"), *args, max_steps=12, preview_every=4)
+    boxed = drag(small, *args, max_steps=12, preview_every=4)
+    assert len(boxed.trace) == len(full.trace) == 12
+    for fast, exact in zip(boxed.trace, full.trace, strict=True):
+        assert fast["loss"] == pytest.approx(exact["loss"], rel=1e-5, abs=1e-6)
+        np.testing.assert_allclose(fast["points"], exact["points"], atol=1e-6)
+    np.testing.assert_allclose(boxed.content_points, full.content_points, atol=1e-4)
+    assert np.abs(boxed.image.astype(int) - full.image.astype(int)).max() <= 1
+    assert np.linalg.norm(boxed.points - handles, axis=1).max() >= 1  # the points moved
+
+
 def test_gradients_match_the_plain_network(small):
     """Cached frozen layers must not change the gradient the drag optimises."""
     state = small.sample(5)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .patches import box_around, sample
+from .initial import InitialFeatures, feature_shape
+from .patches import Box, box_around, sample
 from .presets import COMPARE, FreeDragParams, Params
 
 
@@ -67,22 +68,30 @@ def _nearest(features, wanted, candidates, scale, handle, in_image) -> torch.Ten
     return image_pos[int(distance.argmin())]
 
 
+def handle_boxes(session, handles: np.ndarray) -> list[Box]:
+    """The boxes of the start's features :func:`content_points` reads (at the handles)."""
+    scale = torch.tensor(session.feature_scale, dtype=torch.float64)
+    points = _to_map(torch.as_tensor(handles, dtype=torch.float64), scale)
+    return [box_around(point[None], feature_shape(session)) for point in points]
+
+
 def content_points(
-    session, initial: torch.Tensor, latent: torch.Tensor, handles: np.ndarray, reach: np.ndarray
+    session, initial: InitialFeatures, latent: torch.Tensor, handles: np.ndarray, reach: np.ndarray
 ) -> np.ndarray:
     """Where each handle's content is in the image of ``latent``, image px ``(N, 2)``.
 
-    ``initial`` is the start's full feature map; ``reach`` (image px, per point) bounds the
-    search square around each handle.  A coarse search over feature pixels is refined over
-    image pixels and then to sub-pixel by a parabola through the neighbouring distances.
+    ``initial`` holds the start's features (read at :func:`handle_boxes`); ``reach``
+    (image px, per point) bounds the search square around each handle.  A coarse search
+    over feature pixels is refined over image pixels and then to sub-pixel by a parabola
+    through the neighbouring distances.
     """
     height, width = session.image_size
     scale = torch.tensor(session.feature_scale, dtype=torch.float64)
-    shape = tuple(initial.shape[-2:])
+    shape = initial.shape
     map_bounds = torch.tensor(shape, dtype=torch.float64) - 1
     image_bounds = torch.tensor([height - 1, width - 1], dtype=torch.float64)
     points = torch.as_tensor(handles, dtype=torch.float64)
-    wanted = sample(initial, _to_map(points, scale))
+    wanted = sample(initial.read(handle_boxes(session, handles)), _to_map(points, scale))
     windows = []
     for i, point in enumerate(points):
         radius = math.ceil(float(reach[i]) * float(scale.max())) + 1

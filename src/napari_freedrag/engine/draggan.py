@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .arrival import arrive_rule
+from .initial import InitialFeatures
 from .patches import Box, box_around, sample
 from .presets import COMPARE, DragGANParams
 from .progress import Diverged, Progress
@@ -70,7 +71,7 @@ def track(
 
 def run_draggan(
     session,
-    features: torch.Tensor,
+    initial: InitialFeatures,
     handles: np.ndarray,
     targets: np.ndarray,
     params: DragGANParams,
@@ -79,7 +80,8 @@ def run_draggan(
 ) -> Iterator[Progress]:
     """Yield one :class:`Progress` per optimiser step, the last one marked ``last``.
 
-    ``features`` is the start's full feature map.  ``retarget()`` returns new targets
+    ``initial`` gives the start's features at the handles (the whole map with a mask).
+    ``retarget()`` returns new targets
     (image px) when they changed; each step takes them after tracking, before its stop
     check and motion supervision.
     """
@@ -111,15 +113,16 @@ def run_draggan(
     def reached(p: torch.Tensor) -> torch.Tensor:
         return rule.met((t - p).norm(dim=1))
 
-    shape = tuple(features.shape[-2:])
-    initial = sample(features, to_map(p)).detach()
+    shape = initial.shape
     n = len(p)
 
-    def boxes(p: torch.Tensor) -> list[Box] | None:
+    def boxes(p: torch.Tensor, reach: int = reach) -> list[Box] | None:
         if use_mask:
             return None
         corners = torch.tensor([[-reach, -reach], [reach, reach]], dtype=torch.float64)
         return [box_around(to_map(p[i] + corners), shape) for i in range(n)]
+
+    handle_features = sample(initial.read(boxes(p, 0)), to_map(p))
 
     def motion(current: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         losses = []
@@ -147,7 +150,7 @@ def run_draggan(
         with torch.set_grad_enabled(step < params.max_steps):
             current = session.features(latent, boxes(p))
         if step > 0:
-            p = track(current.detach(), p, initial, params.track_radius, bounds, to_map,
+            p = track(current.detach(), p, handle_features, params.track_radius, bounds, to_map,
                       params.track_metric)  # fmt: skip
         moved = retarget()
         if moved is not None:

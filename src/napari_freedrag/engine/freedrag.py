@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .arrival import arrive_rule
+from .initial import InitialFeatures
 from .patches import Box, box_around, discrepancy, patch_features, patch_offsets
 from .presets import FreeDragParams
 from .progress import Diverged, Progress
@@ -101,7 +102,7 @@ def line_search(
 
 def run_freedrag(
     session,
-    features: torch.Tensor,
+    initial: InitialFeatures,
     handles: np.ndarray,
     targets: np.ndarray,
     params: FreeDragParams,
@@ -110,7 +111,8 @@ def run_freedrag(
 ) -> Iterator[Progress]:
     """Yield one :class:`Progress` per optimiser step, the last one marked ``last``.
 
-    ``features`` is the start's full feature map.  ``retarget()`` returns new targets
+    ``initial`` gives the start's features over the boxes read (the templates and the
+    first line search; the whole map with a mask).  ``retarget()`` returns new targets
     (image px) when they changed; they are taken at the next sub-motion's line search, and
     a done point whose target moved is dragged again.
     """
@@ -138,8 +140,7 @@ def run_freedrag(
     def image_points(x: torch.Tensor) -> np.ndarray:
         return (x / scale).numpy().copy()
 
-    shape = tuple(features.shape[-2:])
-    templates = patch_features(features, h, offsets).detach()
+    shape = initial.shape
     n = len(h)
     l_in = torch.zeros(n, dtype=torch.float64)
     l_end = torch.zeros(n, dtype=torch.float64)
@@ -158,12 +159,29 @@ def run_freedrag(
             for i in range(n)
         ]
 
+    def search_boxes(h: torch.Tensor, t: torch.Tensor) -> list[Box] | None:
+        """Every read of a line search from ``h`` (both cases' candidates, and ``h``)."""
+        falls_back = torch.ones(n, dtype=torch.bool)
+        return boxes(
+            h,
+            candidates(h, t, params.d, ~falls_back, bounds),
+            candidates(h, t, params.d, falls_back, bounds),
+        )
+
+    initial.want(search_boxes(h, t))  # computed with the templates unless t moves first
+    templates = patch_features(initial.read(boxes(h)), h, offsets)
+    features = None  # the map of the latest sub-motion's end, over the next search's boxes
     while step < params.max_steps and not bool(done.all()):
         moved = retarget()
         if moved is not None:
             new_t = place(moved)
             done = done & (new_t == t).all(dim=1)
             t = new_t
+        if features is None:
+            features = initial.read(search_boxes(h, t))
+        elif moved is not None and not use_mask:  # the search now reads towards new targets
+            with torch.no_grad():
+                features = session.features(latent, search_boxes(h, t))
         h, decisions = line_search(
             features, h, t, templates, l_in, l_end, ~done, params.l, params.d, offsets, bounds
         )
@@ -205,14 +223,8 @@ def run_freedrag(
             if not sub_motion_ends:
                 yield progress
                 continue
-            falls_back = torch.ones(n, dtype=torch.bool)
-            next_boxes = boxes(
-                h,
-                candidates(h, t, params.d, ~falls_back, bounds),
-                candidates(h, t, params.d, falls_back, bounds),
-            )
             with torch.no_grad():
-                features = session.features(latent, next_boxes)
+                features = session.features(latent, search_boxes(h, t))
                 patches = patch_features(features, h, offsets)
                 l_end = discrepancy(patches, templates).double().cpu()
             if not bool(torch.isfinite(l_end).all()):

@@ -19,9 +19,10 @@ import torch
 
 from ..errors import DivergedError, InputError
 from . import report as reports
-from .arrival import arrive_rule, content_points
+from .arrival import arrive_rule, content_points, handle_boxes
 from .draggan import run_draggan
 from .freedrag import run_freedrag
+from .initial import InitialFeatures
 from .presets import Params
 from .progress import Diverged, Progress
 from .protocol import StartState
@@ -172,8 +173,10 @@ class DragRun:
 
         session = ins.gen.session(ins.start, ins.mask, ins.method)
         latent = session.latent
-        with torch.no_grad():
-            initial = session.features(latent, None)
+        # the start's features where the run reads them (the whole map with a mask), computed
+        # at the loop's first read together with those the arrival measurement will need
+        initial = InitialFeatures(session, full=ins.mask is not None)
+        initial.want(handle_boxes(session, ins.handles))
         loop_fn = run_freedrag if ins.method == "freedrag" else run_draggan
         loop = loop_fn(session, initial, ins.handles, self.current_targets, params,
                        ins.mask is not None, self._retarget)  # fmt: skip
