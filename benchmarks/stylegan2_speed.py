@@ -12,10 +12,11 @@ Adam. Three ways to compute the features (all give the same numbers where they a
 
 ``--edit`` times whole edits instead, as a user runs them: ``drag_steps`` for a
 10-step FreeDrag drag from the image centre a third of the width to the right, a
-preview every 5 steps, once without and once with a mask (the middle half editable):
-set-up and first step, plain steps, steps that show a frame, total, peak RSS. The
-process has built one Adam optimiser before timing (torch imports ``torch._dynamo``,
-~1.3 s, on the first one in a process; a napari session pays that once).
+preview every 5 steps (``--preview-every``), once without and once with a mask (the
+middle half editable): set-up and first step, plain steps, steps that show a frame,
+total, CPU seconds, peak RSS. The process has built one Adam optimiser before timing
+(torch imports ``torch._dynamo``, ~1.3 s, on the first one in a process; a napari
+session pays that once).
 
 Each (resolution, mode) runs in its own process so that its peak RSS is its own. The
 table shows the median and the fastest wall-clock step and the median CPU seconds per
@@ -108,7 +109,7 @@ def worker(resolution: int, mode: str, steps: int, warmup: int) -> dict:
     }
 
 
-def edit_worker(resolution: int, mode: str, steps: int) -> dict:
+def edit_worker(resolution: int, mode: str, steps: int, preview_every: int) -> dict:
     """One whole FreeDrag edit through ``drag_steps``, timed step by step."""
     import numpy as np
     import torch
@@ -126,7 +127,9 @@ def edit_worker(resolution: int, mode: str, steps: int) -> dict:
     centre = resolution / 2
     handle, target = [[centre, centre]], [[centre, centre + resolution / 3]]
     began, cpu_began = time.perf_counter(), time.process_time()
-    run = drag_steps(backend, state, handle, target, mask, max_steps=steps, preview_every=5)
+    run = drag_steps(
+        backend, state, handle, target, mask, max_steps=steps, preview_every=preview_every
+    )
     rows, last, cpu_last = [], began, cpu_began
     for step in run:
         now, cpu_now = time.perf_counter(), time.process_time()
@@ -153,8 +156,11 @@ def edit_worker(resolution: int, mode: str, steps: int) -> dict:
 
 def edit_table(args, env) -> list[dict]:
     results = []
-    header = ("res", "mode", "steps", "total s", "cpu s", "first", "plain", "frame", "peak GiB")
-    print("{:>5} {:<9} {:>5} {:>8} {:>7} {:>6} {:>6} {:>6} {:>9}".format(*header))
+    header = ("res", "mode", "steps", "total s", "cpu s", "first", "plain", "frame",
+              "cpu: first", "plain", "frame", "peak GiB")  # fmt: skip
+    print(
+        "{:>5} {:<9} {:>5} {:>8} {:>7} {:>6} {:>6} {:>6} {:>11} {:>6} {:>6} {:>9}".format(*header)
+    )
     for resolution in args.resolutions:
         for mode in EDIT_MODES:
             result = run_worker(args, env, resolution, mode)
@@ -163,7 +169,8 @@ def edit_table(args, env) -> list[dict]:
                 f"{resolution:>5} {mode:<9} {result['steps']:>5} {result['total_s']:>8.2f} "
                 f"{result['total_cpu_s']:>7.2f} {result['first_step_s']:>6.2f} "
                 f"{result['plain_step_s']:>6.3f} {result['frame_step_s']:>6.2f} "
-                f"{result['peak_rss_gib']:>9.2f}",
+                f"{result['first_step_cpu_s']:>11.2f} {result['plain_step_cpu_s']:>6.3f} "
+                f"{result['frame_step_cpu_s']:>6.2f} {result['peak_rss_gib']:>9.2f}",
                 flush=True,
             )
     return results
@@ -173,7 +180,7 @@ def run_worker(args, env, resolution: int, mode: str) -> dict:
     command = [
         sys.executable, __file__, "--worker", str(resolution), mode,
         "--steps", str(args.steps), "--warmup", str(args.warmup),
-        "--threads", str(args.threads),
+        "--threads", str(args.threads), "--preview-every", str(args.preview_every),
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -187,6 +194,7 @@ def main(argv=None) -> int:
     parser.add_argument("--edit", action="store_true", help="time whole edits with previews")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--preview-every", type=int, default=5, help="--edit: 0 = final only")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--worker", nargs=2, metavar=("RES", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -199,7 +207,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
         resolution, mode = int(args.worker[0]), args.worker[1]
         if mode in EDIT_MODES:
-            result = edit_worker(resolution, mode, args.steps)
+            result = edit_worker(resolution, mode, args.steps, args.preview_every)
         else:
             result = worker(resolution, mode, args.steps, args.warmup)
         print(json.dumps(result))

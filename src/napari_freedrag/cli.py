@@ -252,9 +252,10 @@ def _edit(args: argparse.Namespace) -> int:
         name: getattr(args, name) for name in ("l", "d") if getattr(args, name) is not None
     }
 
+    previews = None if args.frames is not None else 0  # a preview is a render: only to keep
     steps = nfd.drag_steps(
         gen, start, handles, targets, mask=mask, method=args.method,
-        max_steps=args.max_steps, **overrides,
+        max_steps=args.max_steps, preview_every=previews, **overrides,
     )  # fmt: skip
     if args.frames is not None:
         args.frames.mkdir(exist_ok=True)

@@ -107,7 +107,8 @@ def test_an_empty_or_full_mask_is_no_mask(gen, start):
 
 
 class SpyBackend(AnalyticBackend):
-    """Records the boxes of every feature read (and fills the rest with NaN)."""
+    """Records the boxes of every feature read (with ``strict_boxes``: fills the rest with
+    NaN) and every render."""
 
     def session(self, start, mask, method):
         session = super().session(start, mask, method)
@@ -119,7 +120,14 @@ class SpyBackend(AnalyticBackend):
             latents.append(latent)
             return read(latent, boxes)
 
-        session.features = features
+        renders = self.renders = []
+        render = session.render
+
+        def render_spy(latent):
+            renders.append(latent)
+            return render(latent)
+
+        session.features, session.render = features, render_spy
         return session
 
 
@@ -251,6 +259,17 @@ def test_previews_come_every_n_steps_and_at_the_last(gen, start):
     assert steps[-1].image.shape == (64, 64, 3) and steps[-1].image.dtype == np.uint8
 
 
+def test_drag_renders_no_preview_unless_asked(start):
+    """Nobody sees drag()'s steps: its only image is the final one (rendered by finish)."""
+    spy = SpyBackend()
+    quiet = drag(spy, start, [[16, 16]], [[16, 40]], max_steps=10)
+    assert spy.renders == [] and quiet.report["parameters"]["preview_every"] == 0
+    shown = drag(spy, start, [[16, 16]], [[16, 40]], max_steps=10, preview_every=4)
+    assert len(spy.renders) == 2  # steps 4 and 8; step 10 is the final image
+    assert shown.trace == quiet.trace
+    np.testing.assert_array_equal(shown.image, quiet.image)
+
+
 def test_zero_steps_returns_the_start_image(gen, start):
     steps, result = run_all(gen, start, [[16, 16]], [[16, 30]], max_steps=0)
     assert steps == [] and result.steps == 0
@@ -282,7 +301,14 @@ class PoisonedBackend(AnalyticBackend):
                     return out * float("nan")
             return out
 
-        session.features = features
+        renders = self.renders = []
+        render = session.render
+
+        def render_spy(latent):
+            renders.append(latent)
+            return render(latent)
+
+        session.features, session.render = features, render_spy
         return session
 
 

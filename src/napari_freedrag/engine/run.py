@@ -303,7 +303,14 @@ def drag_steps(
 
 
 def drag(gen, start, handles, targets, mask=None, method="freedrag", **kw) -> DragResult:
-    """Run :func:`drag_steps` to the end and return its :class:`DragResult`."""
+    """Run :func:`drag_steps` to the end and return its :class:`DragResult`.
+
+    Nobody sees its steps, so unless ``preview_every`` is given it renders no previews
+    (``preview_every=0``): each would be a full render (a StyleGAN2 render at 512 px costs
+    about ten optimisation steps), and the result is always the exact final image.
+    """
+    if kw.get("preview_every") is None:
+        kw["preview_every"] = 0
     return drag_steps(gen, start, handles, targets, mask, method, **kw).run_to_end()
 
 
