@@ -141,6 +141,7 @@ def edit_worker(resolution: int, mode: str, steps: int, preview_every: int) -> d
         "resolution": resolution,
         "mode": mode,
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "steps": len(rows),
         "total_s": last - began,
         "total_cpu_s": cpu_last - cpu_began,

@@ -182,6 +182,24 @@ def test_mask_term_penalises_change_outside_the_editable_region(small):
     assert float(session.mask_term(session.latent, changed)) == pytest.approx(24 / 32, rel=1e-4)
 
 
+def test_a_masked_session_computes_the_start_map_once(small):
+    """The engine's read of the start map is the one the mask term keeps; a read that
+    needs a gradient, or of another latent, is computed."""
+    state = small.sample(2)
+    mask = np.zeros((128, 128), dtype=np.uint8)
+    mask[:, :64] = 1
+    session = small.session(state, mask, "freedrag")
+    start = session.latent.detach().clone()
+    with torch.no_grad():
+        first, second = session.features(start), session.features(start, [(1, 1, 4, 4)])
+        other = session.features(start + 0.1)
+    assert first is second and not torch.equal(other, first)
+    exact = small.session(state, None, "freedrag").features(start)
+    assert (first - exact).abs().max() < 1e-5
+    graph = session.features(session.latent)
+    assert graph.requires_grad and graph is not first
+
+
 @pytest.mark.parametrize("fill", [0, 1])
 def test_empty_or_full_masks_have_no_mask_term(small, fill):
     session = small.session(small.sample(2), np.full((128, 128), fill), "freedrag")

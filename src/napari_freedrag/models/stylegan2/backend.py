@@ -231,6 +231,7 @@ class StyleGAN2Session:
         self._path = FeaturePath(self._synthesis, ws, n_trainable, res)
         self._outside = self._outside_mask(mask)
         self._initial_features = None
+        self._start_latent = self.latent.detach().clone()
         if self._outside is not None:
             with torch.no_grad():
                 self._initial_features = self.features(self.latent)
@@ -241,6 +242,8 @@ class StyleGAN2Session:
         self, latent: torch.Tensor, boxes: list[tuple[int, int, int, int]] | None = None
     ) -> torch.Tensor:
         """The raw ``(C, h, w)`` output of the feature block; exact inside ``boxes``."""
+        if self._is_start(latent):  # the engine's read of the start map: computed at init
+            return self._initial_features
         regions = None
         if boxes is not None and self._outside is None:
             regions = self._regions(boxes)
@@ -275,6 +278,14 @@ class StyleGAN2Session:
         return StartState(ws, self.image_size, image, info, dict(self._carried))
 
     # internals ------------------------------------------------------------------------
+
+    def _is_start(self, latent: torch.Tensor) -> bool:
+        """A read of the start latent's map without gradient, which the mask term keeps."""
+        return (
+            self._initial_features is not None
+            and not (torch.is_grad_enabled() and latent.requires_grad)
+            and torch.equal(latent, self._start_latent)
+        )
 
     def _full_ws(self, latent: torch.Tensor) -> torch.Tensor:
         return torch.cat([latent.detach().to(self._frozen_ws.device), self._frozen_ws], dim=1)
