@@ -270,6 +270,22 @@ def test_drag_renders_no_preview_unless_asked(start):
     np.testing.assert_array_equal(shown.image, quiet.image)
 
 
+def test_a_preview_measures_its_content_only_when_read(gen, start):
+    """The content search costs a feature pass: a preview's runs when someone reads it,
+    from that step's latent, however late."""
+    spy = SpyBackend()
+    steps = list(drag_steps(spy, start, [[16, 16]], [[16, 40]], max_steps=10, preview_every=4))
+    assert [s.index for s in steps if s.image is not None] == [4, 8, 10]
+    reads = len(spy.calls)
+    late = steps[3].content_points  # read after the run ended
+    assert len(spy.calls) == reads + 1 and steps[3].content_points is late
+    assert steps[4].content_points is None
+    at_once = [s.content_points for s in drag_steps(gen, start, [[16, 16]], [[16, 40]],
+               max_steps=10, preview_every=4) if s.image is not None]  # fmt: skip
+    np.testing.assert_array_equal(late, at_once[0])
+    assert not np.array_equal(at_once[0], at_once[1])
+
+
 def test_zero_steps_returns_the_start_image(gen, start):
     steps, result = run_all(gen, start, [[16, 16]], [[16, 30]], max_steps=0)
     assert steps == [] and result.steps == 0

@@ -37,8 +37,8 @@ class Step:
 
     ``decisions`` are the line-search decisions ('A', 'B', 'C'; ``None`` for done points)
     that started the current sub-motion (FreeDrag only).  ``image`` is set when a preview
-    is due and at the last step (so is ``content_points``).  ``seconds`` counts from the
-    start of the run.
+    is due and at the last step (so is :attr:`content_points`).  ``seconds`` counts from
+    the start of the run.
     """
 
     index: int
@@ -50,8 +50,15 @@ class Step:
     image: np.ndarray | None
     seconds: float
     targets: np.ndarray | None = None
-    #: Where the handles' content is (image px), measured with each preview and at the end.
-    content_points: np.ndarray | None = None
+    _content: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def content_points(self) -> np.ndarray | None:
+        """Where the handles' content is (image px) after this step, for the steps with an
+        image; measured when first read (from this step's latent, whenever it is read): a
+        search over a window that spans the drag costs most of a render at 512 px, and
+        nobody may ask for it."""
+        return None if self._content is None else self._content()
 
 
 @dataclass
@@ -183,7 +190,7 @@ class DragRun:
         trace: list[dict[str, Any]] = []
         last: Progress | None = None
         state = image = None
-        measured: tuple[int, np.ndarray] | None = None  # (step, content points) last measured
+        measured: Step | None = None  # the last step with an image (and content points)
         stopped = False
         try:
             while True:
@@ -202,20 +209,22 @@ class DragRun:
                     image = session.render(latent.detach())
                 if image is not None:
                     content = self._content(session, initial, latent)
-                    measured = (index, content)
                 entry = {"step": index, "points": progress.points.tolist(), "loss": progress.loss}
                 if self.target_changes and self.target_changes[-1]["after_step"] == index - 1:
                     entry["targets"] = progress.targets.tolist()
                 trace.append(entry)
-                yield Step(index, progress.points, progress.loss, progress.point_losses,
-                           progress.decisions, progress.done, image,
-                           time.perf_counter() - began, progress.targets, content)  # fmt: skip
+                step = Step(index, progress.points, progress.loss, progress.point_losses,
+                            progress.decisions, progress.done, image,
+                            time.perf_counter() - began, progress.targets, content)  # fmt: skip
+                if image is not None:
+                    measured = step
+                yield step
                 if progress.last:  # finished: a stop requested now changes nothing
                     break
         except Diverged as bad:
             kept_state, kept_image = _finish(session, bad.latent)
             kept = trace[: bad.steps]
-            content = self._content(session, initial, bad.latent) if kept else None
+            content = self._content(session, initial, bad.latent)() if kept else None
             result = self._end(kept_state, kept_image, bad.points, kept, began, None, False,
                                session.feature_scale, content)  # fmt: skip
             error = DivergedError(
@@ -234,18 +243,29 @@ class DragRun:
         method_done = bool(last.done.all()) if last is not None else not stopped
         content = None
         if trace:  # the latent after the last step, measured with it or measured now
-            fresh = measured is not None and measured[0] == len(trace)
-            content = measured[1] if fresh else self._content(session, initial, latent)
+            fresh = measured is not None and measured.index == len(trace)
+            content = (
+                measured.content_points if fresh else self._content(session, initial, latent)()
+            )
         return self._end(state, image, points, trace, began, method_done and not stopped,
                          stopped, session.feature_scale, content)  # fmt: skip
 
-    def _content(self, session, initial, latent) -> np.ndarray:
-        """Where the handles' content is for ``latent``, searched around each handle far
-        enough to cover every target the run was given."""
+    def _content(self, session, initial, latent) -> Callable[[], np.ndarray]:
+        """Where the handles' content is for ``latent`` as it is now, searched around each
+        handle far enough to cover every target the run was given so far: measured at the
+        first call, kept for the next ones."""
         handles = self.instruction.handles
         seen = [self.initial_targets, *(np.asarray(c["targets"]) for c in self.target_changes)]
-        reach = np.max([np.linalg.norm(t - handles, axis=1) for t in seen], axis=0)
-        return content_points(session, initial, latent, handles, 1.25 * reach + 2)
+        reach = 1.25 * np.max([np.linalg.norm(t - handles, axis=1) for t in seen], axis=0) + 2
+        snapshot = latent.detach().clone()
+        found: list[np.ndarray] = []
+
+        def measure() -> np.ndarray:
+            if not found:
+                found.append(content_points(session, initial, snapshot, handles, reach))
+            return found[0]
+
+        return measure
 
     def _end(self, state, image, points, trace, began, method_done, stopped, scale, content):
         """Judge arrival (``content`` None: nothing moved), write the report, keep the result."""
