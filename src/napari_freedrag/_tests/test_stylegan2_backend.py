@@ -200,6 +200,23 @@ def test_a_masked_session_computes_the_start_map_once(small):
     assert graph.requires_grad and graph is not first
 
 
+def test_a_render_hands_its_feature_map_to_the_next_read(small):
+    """The engine measures where the content went on the image it just rendered: the map
+    comes from the render, the same numbers as the feature path's."""
+    session = small.session(small.sample(2), None, "freedrag")
+    moved = session.latent.detach() + 0.3
+    image = session.render(moved)
+    with torch.no_grad():
+        kept = session.features(moved.clone(), [(3, 3, 9, 9)])
+        again = session.features(moved.clone())
+        other = session.features(moved + 0.1)
+    assert kept is again and not torch.equal(other, kept)
+    exact = small.session(small.sample(2), None, "freedrag").features(moved)
+    assert (kept - exact).abs().max() < 1e-5 * exact.abs().max()
+    assert np.array_equal(image, small.render(torch.cat([moved, small.sample(2).latent[:, 6:]], 1)))
+    assert session.features(session.latent).requires_grad
+
+
 @pytest.mark.parametrize("fill", [0, 1])
 def test_empty_or_full_masks_have_no_mask_term(small, fill):
     session = small.session(small.sample(2), np.full((128, 128), fill), "freedrag")

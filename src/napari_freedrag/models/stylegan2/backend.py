@@ -146,11 +146,21 @@ class StyleGAN2Backend:
     def render(self, ws: torch.Tensor, generator: Generator | None = None) -> np.ndarray:
         """The ``(H, W, 3)`` uint8 image of a full W+ latent (``generator``: a projected copy);
         no gradient, channels-last."""
+        return self.render_with_features(ws, generator)[0]
+
+    def render_with_features(
+        self, ws: torch.Tensor, generator: Generator | None = None
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """:meth:`render`'s image and the feature block's raw ``(C, h, w)`` output it
+        passed through (the drag features of ``ws``, to float rounding)."""
         synthesis = (generator or self.generator).synthesis
         with torch.no_grad(), self.autocast():
             ws = ws.to(self.device, torch.float32)
-            img = run_blocks(synthesis, ws, channels_last=True)[1]
-        return to_uint8_image(img.float())
+            x, img = run_blocks(synthesis, ws, until=self.feature_res, channels_last=True)
+            features = x[0].float().contiguous()
+            img = run_blocks(synthesis, ws, after=self.feature_res, x=x, img=img,
+                             channels_last=True)[1]  # fmt: skip
+        return to_uint8_image(img.float()), features
 
     def invert_steps(self, image, *, value_range=None, stop=None, **settings):
         """Project a real image (see :mod:`.projection`): steps, then a start state."""
@@ -232,6 +242,7 @@ class StyleGAN2Session:
         self._outside = self._outside_mask(mask)
         self._initial_features = None
         self._start_latent = self.latent.detach().clone()
+        self._rendered: tuple[torch.Tensor, torch.Tensor | None] = (self._start_latent, None)
         if self._outside is not None:
             with torch.no_grad():
                 self._initial_features = self.features(self.latent)
@@ -242,8 +253,9 @@ class StyleGAN2Session:
         self, latent: torch.Tensor, boxes: list[tuple[int, int, int, int]] | None = None
     ) -> torch.Tensor:
         """The raw ``(C, h, w)`` output of the feature block; exact inside ``boxes``."""
-        if self._is_start(latent):  # the engine's read of the start map: computed at init
-            return self._initial_features
+        known = self._known_map(latent)
+        if known is not None:  # the start's (mask term) or the last render's map
+            return known
         regions = None
         if boxes is not None and self._outside is None:
             regions = self._regions(boxes)
@@ -268,24 +280,30 @@ class StyleGAN2Session:
         return (features - self._initial_features).abs()[:, self._outside].mean()
 
     def render(self, latent: torch.Tensor) -> np.ndarray:
-        return self.backend.render(self._full_ws(latent), self._generator)
+        image, features = self.backend.render_with_features(self._full_ws(latent), self._generator)
+        self._rendered = (latent.detach().clone(), features)
+        return image
 
     def finish(self, latent: torch.Tensor) -> StartState:
         ws = self._full_ws(latent)
         info = {"model": self.backend.name, "kind": self.backend.kind, "source": "drag",
                 "parent": self._parent_info}  # fmt: skip
-        image = self.backend.render(ws, self._generator)
+        image = self.render(latent)
         return StartState(ws, self.image_size, image, info, dict(self._carried))
 
     # internals ------------------------------------------------------------------------
 
-    def _is_start(self, latent: torch.Tensor) -> bool:
-        """A read of the start latent's map without gradient, which the mask term keeps."""
-        return (
-            self._initial_features is not None
-            and not (torch.is_grad_enabled() and latent.requires_grad)
-            and torch.equal(latent, self._start_latent)
-        )
+    def _known_map(self, latent: torch.Tensor) -> torch.Tensor | None:
+        """The map of ``latent`` when it needs no gradient and is one the session has: the
+        start's, kept for the mask term, or that of the latent last rendered (the engine
+        measures where the content went on the image it renders)."""
+        if torch.is_grad_enabled() and latent.requires_grad:
+            return None
+        kept = [(self._start_latent, self._initial_features), self._rendered]
+        for known, features in kept:
+            if features is not None and torch.equal(latent, known):
+                return features
+        return None
 
     def _full_ws(self, latent: torch.Tensor) -> torch.Tensor:
         return torch.cat([latent.detach().to(self._frozen_ws.device), self._frozen_ws], dim=1)
