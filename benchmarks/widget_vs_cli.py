@@ -147,8 +147,25 @@ def viewer_runs(scenario: str, max_steps: int, repeats: int, seed: int) -> dict:
             **stalls,
         })  # fmt: skip
     seed_used = controller.current_edit.entry.get("seed")
+    repaint = repaint_seconds(viewer, app)
     viewer.close()
-    return {"handle": handle, "target": target, "seed": seed_used, "runs": runs}
+    return {
+        "handle": handle, "target": target, "seed": seed_used, "runs": runs,
+        "canvas_repaint_s": repaint,
+    }  # fmt: skip
+
+
+def repaint_seconds(viewer, app, times: int = 20) -> float:
+    """Median time of one synchronous repaint of the unchanged canvas: the floor under any
+    event-loop stall that shows a new step (a software OpenGL renderer makes it large)."""
+    native = viewer.window._qt_viewer.canvas._scene_canvas.native  # the canvas' QWidget
+    app.processEvents()
+    seconds = []
+    for _ in range(times):
+        began = time.perf_counter()
+        native.repaint()
+        seconds.append(time.perf_counter() - began)
+    return statistics.median(seconds)
 
 
 def cli_runs(handle, target, seed: int, max_steps: int, repeats: int) -> list[dict]:
@@ -227,7 +244,8 @@ def main(argv=None) -> int:
             f"{scenario}: seed {seed}, drag {handle} -> {target}, {args.max_steps} steps max, "
             f"{threads} torch threads: viewer click-to-result {click:.2f} s "
             f"(engine {median(runs, 'engine_s'):.2f} s, {runs[0]['steps']} steps), "
-            f"longest event-loop stall {stall * 1e3:.0f} ms, first status after "
+            f"longest event-loop stall {stall * 1e3:.0f} ms (a bare canvas repaint "
+            f"{viewer['canvas_repaint_s'] * 1e3:.0f} ms), first status after "
             f"{first * 1e3:.0f} ms; CLI whole command {command:.2f} s (engine {cli_engine:.2f} s, "
             f"{cli[0]['steps']} steps); engine alone {median(engine, 'wall_s'):.2f} s; "
             f"viewer / CLI command {click / command:.2f}x, viewer / CLI engine "
