@@ -69,48 +69,20 @@ class Heartbeat:
         }
 
 
-def wait_idle(widget, app, timeout_s: float = 600.0) -> None:
-    """Run the Qt event loop, as napari's own does, until the controller is idle again."""
-    from qtpy.QtCore import QEventLoop, QTimer
-
-    controller = widget.controller
-    if controller.running:
-        loop = QEventLoop()
-
-        def idle(busy: bool) -> None:
-            if not busy:
-                loop.quit()
-
-        controller.busy.connect(idle)
-        QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-        loop.exec()
-        controller.busy.disconnect(idle)
-        if controller.running:
-            raise TimeoutError("the FreeDrag worker did not finish in time")
-    app.processEvents()
-
-
 def viewer_runs(scenario: str, max_steps: int, repeats: int, seed: int) -> dict:
     """Click Run ``repeats`` times on the same instruction (each from the same start edit)."""
     from qtpy.QtWidgets import QApplication
 
-    from napari_freedrag.demo import open_viewer, pick_drag
+    from napari_freedrag.demo import open_viewer, pick_drag, pick_sample_plane, wait_until_idle
     from napari_freedrag.napari import layers as L
 
     viewer, widget = open_viewer("cells", show=True, seed=seed, new_image=False)
     app = QApplication.instance()
     viewer.window._qt_window.resize(1400, 900)
     if scenario == "stack":
-        viewer.open_sample("napari-freedrag", "cells_stack")
-        app.processEvents()
-        wait_idle(widget, app)
-        (stack,) = [layer for layer in viewer.layers if "z-stack" in layer.name]
-        viewer.dims.set_current_step(0, PLANE)
-        widget.reset_choices()
-        widget.source.value = stack
+        pick_sample_plane(viewer, widget, PLANE)
     widget.new_image()
-    app.processEvents()
-    wait_idle(widget, app)
+    wait_until_idle(widget)
     controller = widget.controller
     start_index = controller.history.current_index
     handle, target = pick_drag(controller.current_edit.display())
@@ -131,7 +103,7 @@ def viewer_runs(scenario: str, max_steps: int, repeats: int, seed: int) -> dict:
         started = time.perf_counter()
         widget.run_button.clicked.emit()
         app.processEvents()
-        wait_idle(widget, app)
+        wait_until_idle(widget)
         seconds = time.perf_counter() - started
         stalls = beat.stop()
         widget.status.changed.disconnect(listener)
