@@ -11,6 +11,7 @@ one step that was being computed when Stop was pressed.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from dataclasses import dataclass, field
@@ -162,6 +163,16 @@ def run_sync(job: Job, show, on_result, on_error, end):
     return result
 
 
+def pause_garbage_collection():
+    """Hold Python's cyclic garbage collector off while a drag runs; the function that
+    restores it.  With napari's millions of objects a full collection stops every thread
+    for 0.1-0.3 s, a visible freeze of the running preview; a drag's own garbage is freed
+    by reference counting, and the collector runs again when the drag has ended."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    return gc.enable if was_enabled else (lambda: None)
+
+
 def run_async(job: Job, show, on_result, on_error, end):
     """Start ``job`` in a worker thread; ``show`` runs from a main-thread timer, the other
     callbacks in the main thread when the worker ends.  The worker."""
@@ -178,6 +189,7 @@ def run_async(job: Job, show, on_result, on_error, end):
 
     def finished():
         job.timer.stop()
+        restore_gc()
         end(job)
 
     def tick():
@@ -196,6 +208,7 @@ def run_async(job: Job, show, on_result, on_error, end):
         errored=lambda exc: (on_error(job, exc), notify_error(exc)),
         finished=finished,
     )
+    restore_gc = pause_garbage_collection()
     job.timer.start()
     worker.start()
     return worker

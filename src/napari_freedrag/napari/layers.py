@@ -236,7 +236,8 @@ class OwnedLayers:
         vectors = np.zeros((n, 2, arrows.ndim))
         vectors[:, 0] = starts[:n]
         vectors[:, 1] = ends[:n] - starts[:n]
-        arrows.data = vectors
+        if not np.array_equal(np.asarray(arrows.data), vectors):  # a repaint only if needed
+            arrows.data = vectors
 
     def _arrow_points(self, role: str, arrows) -> np.ndarray:
         layer = self.get(role)
