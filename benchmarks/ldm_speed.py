@@ -129,10 +129,18 @@ def bench_sd15_unet(args) -> dict:
     for drag_step in (True, False):
         if on_cuda:
             step(drag_step)  # warm-up (kernel selection)
-        times = [_timed(device, lambda e=drag_step: step(e))[1] for _ in range(args.repeats)]
+        times, cpu = [], []
+        for _ in range(args.repeats):
+            cpu_began = time.process_time()
+            times.append(_timed(device, lambda e=drag_step: step(e))[1])
+            cpu.append(time.process_time() - cpu_began)
         key = "drag_step" if drag_step else "full_unet_forward_backward"
         result[f"{key}_s"] = float(np.median(times))
+        result[f"{key}_cpu_s"] = float(np.median(cpu))  # all threads: robust to a shared CPU
     result["drag_step_over_full"] = result["drag_step_s"] / result["full_unet_forward_backward_s"]
+    result["drag_step_over_full_cpu"] = (
+        result["drag_step_cpu_s"] / result["full_unet_forward_backward_cpu_s"]
+    )
     result["peak_memory_mib"] = peak_memory_gib(device) * 1024
     return result
 

@@ -25,17 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PLANE = 3
 
 
-def wait_idle(widget, app, timeout_s: float = 600.0) -> None:
-    """Turn the event loop until the widget's controller has finished its worker."""
-    deadline = time.monotonic() + timeout_s
-    while widget.controller.running:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the FreeDrag worker did not finish in time")
-        app.processEvents()
-        time.sleep(0.01)
-    app.processEvents()
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-steps", type=int, default=200)
@@ -46,23 +35,16 @@ def main(argv=None) -> int:
 
     from napari_freedrag import io
     from napari_freedrag.cli import main as cli
-    from napari_freedrag.demo import open_viewer, pick_drag
+    from napari_freedrag.demo import open_viewer, pick_drag, pick_sample_plane, wait_until_idle
     from napari_freedrag.napari import layers as L
 
     args.out.mkdir(parents=True, exist_ok=True)
     viewer, widget = open_viewer("cells", show=True, new_image=False)
     app = QApplication.instance()
     viewer.window._qt_window.resize(1400, 900)
-    viewer.open_sample("napari-freedrag", "cells_stack")
-    app.processEvents()
-    wait_idle(widget, app)
-    (stack,) = [layer for layer in viewer.layers if "z-stack" in layer.name]
-    viewer.dims.set_current_step(0, PLANE)
-    widget.reset_choices()
-    widget.source.value = stack
+    stack = pick_sample_plane(viewer, widget, PLANE)
     widget.new_image()
-    app.processEvents()
-    wait_idle(widget, app)
+    wait_until_idle(widget)
     controller = widget.controller
     handle, target = pick_drag(controller.layers.working.data[0])
     controller.layers.set_points_from_image(L.HANDLES, [handle])
@@ -82,7 +64,7 @@ def main(argv=None) -> int:
     shot("napari-before.png")
     started = time.perf_counter()
     widget.run_button.clicked.emit()
-    wait_idle(widget, app)
+    wait_until_idle(widget)
     viewer_seconds = time.perf_counter() - started
     shot("napari-after.png")
     entry = controller.current_edit.entry

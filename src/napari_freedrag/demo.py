@@ -52,6 +52,42 @@ def open_viewer(model: str = "cells", *, show: bool = True, seed: int = 0, new_i
     return viewer, widget
 
 
+def wait_until_idle(widget, timeout_s: float = 600.0) -> None:
+    """Run the Qt event loop, as napari's own does, until the widget's worker has finished."""
+    from qtpy.QtCore import QEventLoop, QTimer
+    from qtpy.QtWidgets import QApplication
+
+    QApplication.processEvents()  # work the last action queued may start now
+    controller = widget.controller
+    if controller.running:
+        loop = QEventLoop()
+
+        def idle(busy: bool) -> None:
+            if not busy:
+                loop.quit()
+
+        controller.busy.connect(idle)
+        QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+        loop.exec()
+        controller.busy.disconnect(idle)
+        if controller.running:
+            raise TimeoutError("the FreeDrag worker did not finish in time")
+    QApplication.processEvents()
+
+
+def pick_sample_plane(viewer, widget, plane: int):
+    """Open the uint16 µm z-stack sample as a user does (File > Open Sample), wait for the
+    new image the widget makes from a FreeDrag sample, move the view to ``plane`` and pick
+    that plane as the widget's source image; the stack layer."""
+    viewer.open_sample("napari-freedrag", "cells_stack")
+    wait_until_idle(widget)
+    (stack,) = [layer for layer in viewer.layers if "z-stack" in layer.name]
+    viewer.dims.set_current_step(0, plane)
+    widget.reset_choices()
+    widget.source.value = stack
+    return stack
+
+
 def run_demo(
     out: str | Path, model: str = "cells", seed: int = 0, max_steps: int = DEMO_MAX_STEPS
 ) -> dict[str, Any]:

@@ -214,15 +214,15 @@ def test_a_sample_opens_as_the_working_image_under_the_points(make_napari_viewer
 def test_deleting_an_owned_layer_mid_run_keeps_the_edit(scene, qtbot, role):
     viewer, controller, (image, *_) = scene
     controller.new_image(InvertingAnalytic(SIZE), source=image, wait=True)
-    worker = controller.run(handles=[[20, 20]], targets=[[20, 30]], mask=None, max_steps=40)
     deleted = []
 
-    def delete_once(step):
+    def delete_once(step, total):  # the first step shown: the run is under way
         if not deleted:
-            deleted.append(step.index)
+            deleted.append(step)
             viewer.layers.remove(controller.layers.get(role))
 
-    worker.yielded.connect(delete_once)
+    controller.progress.connect(delete_once)
+    controller.run(handles=[[20, 20]], targets=[[20, 30]], mask=None, max_steps=40)
     qtbot.waitUntil(lambda: not controller.running, timeout=60_000)
     assert deleted and len(controller.history) == 2  # the run finished and kept its edit
     for each in (L.HANDLES, L.TARGETS, L.MASK, L.ARROWS, L.WORKING):

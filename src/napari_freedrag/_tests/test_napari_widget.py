@@ -114,6 +114,44 @@ def test_whole_flow_place_points_run_and_keep_the_edit(widget, qtbot):
     np.testing.assert_allclose(owned(widget, L.ARROWS).data[0, 0], moved)  # arrow follows
 
 
+def test_a_frozen_event_loop_does_not_slow_the_drag(widget, qtbot):
+    """The worker never waits for the main thread: a window busy with something else (here:
+    not turning its event loop at all) still gets the whole drag, shown when it is free."""
+    import time
+
+    controller = widget.controller
+    owned(widget, L.HANDLES).add([[10.0, 10.0]])
+    owned(widget, L.TARGETS).add([[10.0, 30.0]])
+    widget.max_steps.value = 40
+    widget.run()
+    run = controller.active_run
+    # A worker waiting for the main thread at each step would need far longer than this
+    # (the drag alone takes a few seconds).
+    deadline = time.monotonic() + 60
+    while not run.finished and time.monotonic() < deadline:
+        time.sleep(0.01)  # the main thread is busy: no Qt events are processed
+    assert run.finished and run.result.steps == 40
+    assert len(controller.history) == 1  # nothing is shown before the loop turns again
+    qtbot.waitUntil(lambda: not controller.running, timeout=60_000)
+    assert len(controller.history) == 2 and controller.history[1].entry["steps"] == 40
+
+
+def test_steps_are_shown_less_often_when_repaints_are_slow():
+    from napari_freedrag.napari.job import DISPLAY_SHARE, SHOW_HZ, TICK_S, Pace
+
+    fast, slow = Pace(last_tick=0.0), Pace(last_tick=0.0)
+    for k in range(1, 5):  # ticks on time: the event loop is free
+        fast.tick(k * TICK_S)
+    fast.shown()
+    assert fast.gap_s == pytest.approx(1.0 / SHOW_HZ)
+    slow.tick(TICK_S + 0.2)  # the last show's repaint held the loop for 0.2 s
+    slow.shown()
+    assert slow.gap_s == pytest.approx(0.2 / DISPLAY_SHARE)
+    slow.tick(100.0)  # a frozen window: never more than a second between shown steps
+    slow.shown()
+    assert slow.gap_s == 1.0
+
+
 def test_stop_keeps_at_most_one_step_beyond_the_last_shown(widget, qtbot):
     controller = widget.controller
     owned(widget, L.HANDLES).add([[10.0, 10.0]])

@@ -1,15 +1,17 @@
 """One running drag in the viewer: the worker thread, and what the eye is shown of it.
 
-The engine's steps arrive from a napari ``thread_worker`` in the main thread (Qt queues
-them); each arrival only records the step.  Layers are updated at most
-:data:`SHOW_HZ` times a second, from a Qt timer in the main thread, so a fast model can
-never flood the event loop; the worker stays at most one step ahead of what the main thread
-received.  Stop shows the newest step at once, so the kept result is at
-most the one step the engine was computing when Stop was pressed.
+The worker runs the engine's steps as fast as they come and never waits for the main
+thread: each finished step is recorded in the :class:`Job` (under a lock) and replaces the
+one before.  A Qt timer in the main thread shows the newest recorded step at most
+:data:`SHOW_HZ` times a second, so a fast model can never flood the event loop, and a busy
+event loop (a repaint, the user panning) never slows the drag.  Stop shows the newest step
+at once; the engine stops before its next step, so the kept result is the step shown or the
+one step that was being computed when Stop was pressed.
 """
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,10 +21,36 @@ import numpy as np
 
 from napari_freedrag.io import jsonable
 
-#: Layer updates per second while a drag runs (what the eye can follow).
+#: Layer updates per second while a drag runs, at most (what the eye can follow).
 SHOW_HZ = 10.0
-#: Longest a worker waits for the main thread to take a step (a frozen loop never hangs it).
-MAX_LAG_S = 2.0
+#: The share of the main thread that showing a running drag may take: on a machine whose
+#: repaints are slow (software OpenGL, a busy CPU) steps are shown less often, so the
+#: window stays responsive and the worker's Python is not starved.
+DISPLAY_SHARE = 0.25
+#: The longest wait between two shown steps, however slow the repaints.
+LONGEST_GAP_S = 1.0
+#: How often the display timer checks for a new step.
+TICK_S = 0.025
+
+
+@dataclass
+class Pace:
+    """When the next step may be shown: at most :data:`SHOW_HZ` times a second, and so that
+    the time the event loop was busy since the last show (our layer updates, the repaints
+    they cause, anything else) is at most :data:`DISPLAY_SHARE` of the gap between shows.
+    Busy time is how late the display timer's ticks come."""
+
+    gap_s: float = 1.0 / SHOW_HZ
+    busy_s: float = 0.0
+    last_tick: float = field(default_factory=time.perf_counter)
+
+    def tick(self, now: float) -> None:
+        self.busy_s += max(0.0, now - self.last_tick - TICK_S)
+        self.last_tick = now
+
+    def shown(self) -> None:
+        self.gap_s = min(LONGEST_GAP_S, max(1.0 / SHOW_HZ, self.busy_s / DISPLAY_SHARE))
+        self.busy_s = 0.0
 
 
 @dataclass
@@ -52,38 +80,49 @@ class Job:
     steps: Any  # the engine's DragRun
     frames: list[np.ndarray] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
-    received: Any = None  # newest Step from the worker
+    latest: Any = None  # newest Step the engine finished
     image: np.ndarray | None = None  # newest preview not yet shown
     shown_step: int = 0
     shown_at: float = 0.0
-    timer_pending: bool = False
     finished: bool = False
-    acked: int = 0  # the newest step index the main thread received
-    delivered: threading.Condition = field(default_factory=threading.Condition)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    timer: Any = None  # the main thread's display timer of an asynchronous run
+    pace: Pace = field(default_factory=Pace)
 
 
-def guarded_steps(job: Job):
-    """The engine's steps, never more than one ahead of what the main thread received.
+def record(job: Job, step) -> None:
+    """Keep ``step`` as the newest one (any thread); previews are kept for the movie."""
+    with job.lock:
+        job.latest = step
+        if step.image is not None:
+            job.image = step.image
+            if job.keep_frames:
+                job.frames.append(np.asarray(step.image))
 
-    Without this the worker runs ahead of Qt's queue on a fast model, and Stop would keep
-    steps the user never saw.  An exception becomes a :class:`Failure` return value.
-    """
+
+def take(job: Job):
+    """The newest step and the preview not yet shown (``None`` when shown already)."""
+    with job.lock:
+        step, image = job.latest, job.image
+        job.image = None
+    return step, image
+
+
+def display_due(job: Job) -> bool:
+    """Whether a newer step than the one on screen waits and the display rate allows it."""
+    latest = job.latest
+    fresh = latest is not None and latest.index > job.shown_step
+    return fresh and time.perf_counter() - job.shown_at >= job.pace.gap_s
+
+
+def compute_steps(job: Job):
+    """The worker: every step of the engine recorded; the DragResult, or a :class:`Failure`."""
     try:
         for step in job.steps:
-            yield step
-            index = step.index
-            with job.delivered:
-                job.delivered.wait_for(lambda i=index: job.acked >= i or job.finished, MAX_LAG_S)
+            record(job, step)
         return job.steps.result
     except Exception as exc:  # noqa: BLE001 - superqt drops worker exceptions: return them
         return Failure(exc)
-
-
-def acknowledge(job: Job, step) -> None:
-    """The main thread has ``step``: let the worker compute the next one."""
-    with job.delivered:
-        job.acked = step.index
-        job.delivered.notify_all()
 
 
 def guarded_yields(func):
@@ -105,11 +144,15 @@ def drain(steps, on_yield):
         on_yield(value)
 
 
-def run_sync(job: Job, on_step, on_result, on_error, end):
-    """Run ``job`` in the calling (main) thread; the DragResult, or the engine's error raised."""
+def run_sync(job: Job, show, on_result, on_error, end):
+    """Run ``job`` in the calling (main) thread, showing steps at the display rate; the
+    DragResult, or the engine's error raised."""
     try:
         for step in job.steps:
-            on_step(job, step)
+            record(job, step)
+            if display_due(job):
+                show(job)
+                process_events()
         result = job.steps.result
         on_result(job, result)
     except BaseException as exc:
@@ -120,8 +163,21 @@ def run_sync(job: Job, on_step, on_result, on_error, end):
     return result
 
 
-def run_async(job: Job, on_step, on_result, on_error, end):
-    """Start ``job`` in a worker thread; callbacks run in the main thread.  The worker."""
+def pause_garbage_collection():
+    """Hold Python's cyclic garbage collector off while a drag runs; the function that
+    restores it.  With napari's millions of objects a full collection stops every thread
+    for 0.1-0.3 s, a visible freeze of the running preview; a drag's own garbage is freed
+    by reference counting, and the collector runs again when the drag has ended."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    return gc.enable if was_enabled else (lambda: None)
+
+
+def run_async(job: Job, show, on_result, on_error, end):
+    """Start ``job`` in a worker thread; ``show`` runs from a main-thread timer, the other
+    callbacks in the main thread when the worker ends.  The worker."""
+    from qtpy.QtCore import QTimer
+
     from napari_freedrag.napari.notify import notify_error
 
     def returned(result):
@@ -131,14 +187,29 @@ def run_async(job: Job, on_step, on_result, on_error, end):
         else:
             on_result(job, result)
 
+    def finished():
+        job.timer.stop()
+        restore_gc()
+        end(job)
+
+    def tick():
+        job.pace.tick(time.perf_counter())
+        if not job.finished and display_due(job):
+            show(job)
+            job.pace.shown()
+
+    job.timer = QTimer()
+    job.timer.setInterval(int(TICK_S * 1000))
+    job.timer.timeout.connect(tick)
     worker = make_worker(
-        guarded_steps,
+        compute_steps,
         job,
-        yielded=lambda step: on_step(job, step),
         returned=returned,
         errored=lambda exc: (on_error(job, exc), notify_error(exc)),
-        finished=lambda: end(job),
+        finished=finished,
     )
+    restore_gc = pause_garbage_collection()
+    job.timer.start()
     worker.start()
     return worker
 
@@ -148,31 +219,6 @@ def make_worker(func, *args, **connect):
     from napari.qt.threading import create_worker
 
     return create_worker(func, *args, _start_thread=False, _connect=connect)
-
-
-def receive(job: Job, step) -> float:
-    """Record a step from the worker; seconds until the display is due (<= 0: now)."""
-    job.received = step
-    if step.image is not None:
-        job.image = step.image
-        if job.keep_frames:
-            job.frames.append(np.asarray(step.image))
-    return job.shown_at + 1.0 / SHOW_HZ - time.perf_counter()
-
-
-def show_later(job: Job, due: float, show) -> None:
-    """Call ``show(job)`` from the Qt event loop in ``due`` seconds (once per wait)."""
-    if job.timer_pending:
-        return
-    from qtpy.QtCore import QTimer
-
-    job.timer_pending = True
-
-    def later():
-        job.timer_pending = False
-        show(job)
-
-    QTimer.singleShot(max(1, int(due * 1000) + 1), later)
 
 
 def process_events() -> None:

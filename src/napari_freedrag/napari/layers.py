@@ -11,6 +11,7 @@ converted through world coordinates, so a user who re-scales an owned layer is r
 from __future__ import annotations
 
 import weakref
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -199,6 +200,26 @@ class OwnedLayers:
         data = [layer.world_to_data(w) for w in world]
         layer.data = np.array(data, dtype=float).reshape(-1, layer.ndim)
 
+    def show_live(self, image: np.ndarray | None, handles) -> None:
+        """A running drag's newest step: its preview (source form) and handle positions.
+
+        A live step changes no layer's shape, size or extent, so the data events that make
+        napari recompute its dims, pair the user's clicks and redraw the arrows are held
+        back, as are the layer list's thumbnail repaints (together most of a step's display
+        time): the handles travel along the arrows the user drew (a moved target still
+        redraws them), and the finished edit is shown through the usual, evented path.
+        """
+        with ExitStack() as held:
+            for role in (WORKING, HANDLES, ARROWS):
+                layer = self.get(role)
+                if layer is not None:
+                    held.enter_context(layer.events.data.blocker())
+                    held.enter_context(layer.events.thumbnail.blocker())
+                    held.enter_context(layer.events.blocker())  # re-emission to the layer list
+            if image is not None:
+                self.update_image(image)
+            self.set_points_from_image(HANDLES, handles)
+
     def clear_points(self) -> None:
         for role in (HANDLES, TARGETS):
             layer = self.get(role)
@@ -215,7 +236,8 @@ class OwnedLayers:
         vectors = np.zeros((n, 2, arrows.ndim))
         vectors[:, 0] = starts[:n]
         vectors[:, 1] = ends[:n] - starts[:n]
-        arrows.data = vectors
+        if not np.array_equal(np.asarray(arrows.data), vectors):  # a repaint only if needed
+            arrows.data = vectors
 
     def _arrow_points(self, role: str, arrows) -> np.ndarray:
         layer = self.get(role)

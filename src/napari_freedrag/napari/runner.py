@@ -286,22 +286,20 @@ class DragController:
             return  # already stopping (a progress listener that stops must not recurse)
         self._stop.set()
         job = self._job
-        if job is not None and not job.finished and job.received is not None:
+        if job is not None and not job.finished and job.latest is not None:
             self._show_step(job)
-            self.status.emit(f"stopping after step {job.received.index}…")
+            self.status.emit(f"stopping after step {job.shown_step}…")
 
     def _show_step(self, job: J.Job) -> None:
-        """Show the newest step received (points, preview, status, progress)."""
-        step = job.received
+        """Show the newest step the engine finished (points, preview, status, progress)."""
+        step, image = J.take(job)
         if job.finished or step is None or self.viewer is None:
             return
         job.shown_at = time.perf_counter()
         job.shown_step = step.index
         zoom = zoom_of(job.edit)
-        if job.image is not None:
-            self.layers.update_image(job.edit.form.display(job.image))
-            job.image = None
-        self.layers.set_points_from_image(L.HANDLES, from_model(step.points, zoom))
+        preview = None if image is None else job.edit.form.display(image)
+        self.layers.show_live(preview, from_model(step.points, zoom))
         targets = job.targets if step.targets is None else step.targets  # moved mid-run
         left = float(np.max(np.linalg.norm(targets - np.asarray(step.points), axis=1)))
         per_step = (time.perf_counter() - job.started) / max(step.index, 1)
@@ -310,16 +308,6 @@ class DragController:
             f"{per_step:.2f} s/step"
         )
         self.progress.emit(int(step.index), int(job.total))
-
-    def _on_step(self, job: J.Job, step) -> None:
-        J.acknowledge(job, step)
-        if job.finished:
-            return
-        due = J.receive(job, step)
-        if due <= 0:
-            self._show_step(job)
-        else:
-            J.show_later(job, due, self._show_step)
 
     def _on_result(self, job: J.Job, result) -> None:
         job.finished = True
@@ -345,15 +333,10 @@ class DragController:
         self._set_busy(False)
 
     def _run_sync(self, job: J.Job):
-        return J.run_sync(job, self._on_step_sync, self._on_result, self._on_error, self._end)
+        return J.run_sync(job, self._show_step, self._on_result, self._on_error, self._end)
 
     def _run_async(self, job: J.Job):
-        return J.run_async(job, self._on_step, self._on_result, self._on_error, self._end)
-
-    def _on_step_sync(self, job: J.Job, step) -> None:
-        if J.receive(job, step) <= 0:
-            self._show_step(job)
-            J.process_events()
+        return J.run_async(job, self._show_step, self._on_result, self._on_error, self._end)
 
     def _start_worker(self, func, returned, yielded):
         """Run the generator ``func`` (model loading, inversion) off the main thread;
