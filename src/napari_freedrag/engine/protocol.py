@@ -62,7 +62,8 @@ class DragSession(Protocol):
 
         ``boxes`` (feature pixels, ``(r0, c0, r1, c1)``, end-exclusive) are the only
         places the caller will read; a backend may use them to compute less, but values
-        inside them must be exactly those of the full map.  ``None`` means the full map.
+        inside them must be those of the full map (to float rounding).  ``None`` means the
+        full map.
         """
         ...
 
