@@ -81,9 +81,8 @@ def run_draggan(
     """Yield one :class:`Progress` per optimiser step, the last one marked ``last``.
 
     ``initial`` gives the start's features at the handles (the whole map with a mask).
-    ``retarget()`` returns new targets
-    (image px) when they changed; each step takes them after tracking, before its stop
-    check and motion supervision.
+    ``retarget()`` returns new targets (image px) when they changed; each step takes them
+    after tracking, before its stop check and motion supervision.
     """
     latent = session.latent
     height, width = session.image_size

@@ -55,9 +55,9 @@ class Step:
     @property
     def content_points(self) -> np.ndarray | None:
         """Where the handles' content is (image px) after this step, for the steps with an
-        image; measured when first read (from this step's latent, whenever it is read): a
-        search over a window that spans the drag costs most of a render at 512 px, and
-        nobody may ask for it."""
+        image; measured from this step's latent when first read (nobody may ask).  The
+        search window spans the drag: read before the next step, a StyleGAN2 session
+        serves it from the map its render kept; later it is a feature pass of its own."""
         return None if self._content is None else self._content()
 
 
