@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from psygnal import Signal
 
+from napari_freedrag.engine.warmup import warm_up_optimiser
 from napari_freedrag.errors import FreeDragError, InputError
 from napari_freedrag.napari import job as J
 from napari_freedrag.napari import layers as L
@@ -182,6 +183,7 @@ class DragController:
             if isinstance(backend, str):
                 backend = self.backend_for(backend, device)
             state = yield from plan.start(backend, prompt, lora_steps, self._stop, projection)
+            warm_up_optimiser()  # not at the first Run
             return backend, state
 
         def projecting(progress) -> None:
