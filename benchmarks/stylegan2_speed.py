@@ -117,10 +117,11 @@ def edit_worker(resolution: int, mode: str, steps: int, preview_every: int) -> d
 
     from napari_freedrag.bench.memory import peak_memory_gib
     from napari_freedrag.engine.run import drag_steps
+    from napari_freedrag.engine.warmup import warm_up_optimiser
 
     backend = build_backend(resolution)
     state = backend.sample(0)
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # the one-off torch._dynamo import
+    warm_up_optimiser()  # the one-off torch._dynamo import, as the viewer does early
     mask = None
     if mode == "edit-mask":
         mask = np.zeros((resolution, resolution), np.uint8)
