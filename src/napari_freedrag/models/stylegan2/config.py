@@ -145,6 +145,11 @@ def normalise_config(raw: dict, source: str = "the checkpoint") -> dict:
     config.update({**_SYNTHESIS_DEFAULTS, **synthesis})
     for options in (config, config["mapping_kwargs"]):
         _check_bounds(options, source)
+    if config["channel_base"] < resolution:  # NVIDIA's min(channel_base // res, channel_max)
+        raise ModelError(
+            f"{source}: generator config channel_base {config['channel_base']} leaves no "
+            f"channels at {resolution} px (it must be at least img_resolution)"
+        )
     return config
 
 
