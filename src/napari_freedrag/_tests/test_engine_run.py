@@ -106,6 +106,18 @@ def test_an_empty_or_full_mask_is_no_mask(gen, start):
     assert plain.trace == empty.trace == full.trace
 
 
+def record_renders(session) -> list:
+    """The latents ``session.render`` is called with from now on (a list that grows)."""
+    renders, render = [], session.render
+
+    def render_spy(latent):
+        renders.append(latent)
+        return render(latent)
+
+    session.render = render_spy
+    return renders
+
+
 class SpyBackend(AnalyticBackend):
     """Records the boxes of every feature read (with ``strict_boxes``: fills the rest with
     NaN) and every render."""
@@ -120,14 +132,8 @@ class SpyBackend(AnalyticBackend):
             latents.append(latent)
             return read(latent, boxes)
 
-        renders = self.renders = []
-        render = session.render
-
-        def render_spy(latent):
-            renders.append(latent)
-            return render(latent)
-
-        session.features, session.render = features, render_spy
+        session.features = features
+        self.renders = record_renders(session)
         return session
 
 
@@ -317,14 +323,8 @@ class PoisonedBackend(AnalyticBackend):
                     return out * float("nan")
             return out
 
-        renders = self.renders = []
-        render = session.render
-
-        def render_spy(latent):
-            renders.append(latent)
-            return render(latent)
-
-        session.features, session.render = features, render_spy
+        session.features = features
+        self.renders = record_renders(session)
         return session
 
 
