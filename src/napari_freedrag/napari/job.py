@@ -81,7 +81,7 @@ class Job:
     frames: list[np.ndarray] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     latest: Any = None  # newest Step the engine finished
-    image: np.ndarray | None = None  # newest preview not yet shown, in the source's form
+    image: np.ndarray | None = None  # newest preview not yet shown
     shown_step: int = 0
     shown_at: float = 0.0
     finished: bool = False
@@ -91,15 +91,11 @@ class Job:
 
 
 def record(job: Job, step) -> None:
-    """Keep ``step`` as the newest one (any thread); previews are kept for the movie.
-
-    A preview is converted to the source's form (dtype, value range) here, in the worker,
-    so the main thread only hands it to the layer."""
-    shown = None if step.image is None else job.edit.form.display(step.image)
+    """Keep ``step`` as the newest one (any thread); previews are kept for the movie."""
     with job.lock:
         job.latest = step
-        if shown is not None:
-            job.image = shown
+        if step.image is not None:
+            job.image = step.image
             if job.keep_frames:
                 job.frames.append(np.asarray(step.image))
 

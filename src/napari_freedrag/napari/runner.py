@@ -300,7 +300,8 @@ class DragController:
         job.shown_at = time.perf_counter()
         job.shown_step = step.index
         zoom = zoom_of(job.edit)
-        self.layers.show_live(image, from_model(step.points, zoom))
+        preview = None if image is None else job.edit.form.display(image)
+        self.layers.show_live(preview, from_model(step.points, zoom))
         targets = job.targets if step.targets is None else step.targets  # moved mid-run
         left = float(np.max(np.linalg.norm(targets - np.asarray(step.points), axis=1)))
         per_step = (time.perf_counter() - job.started) / max(step.index, 1)
