@@ -269,9 +269,9 @@ class StyleGAN2Session:
         size = self._feature_res
         out = None
         for (r0, r1, c0, c1), tile in zip(regions, tiles, strict=True):
-            padded = F.pad(tile, [c0, size - c1, r0, size - r1])
+            padded = F.pad(tile[0], [c0, size - c1, r0, size - r1])
             out = padded if out is None else out + padded
-        return out[0]
+        return out
 
     def mask_term(self, latent: torch.Tensor, features: torch.Tensor) -> torch.Tensor | None:
         """Mean ``|F - F0|`` over feature entries outside the editable region (algorithm §5)."""
