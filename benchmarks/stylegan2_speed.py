@@ -17,7 +17,11 @@ middle half editable): set-up and first step, plain steps, steps that show a fra
 total up to the result (the arrival measurement after the last step included), CPU
 seconds, peak RSS. The process has built one Adam optimiser before timing
 (torch imports ``torch._dynamo``, ~1.3 s, on the first one in a process; a napari
-session pays that once).
+session pays that once). ``--flops`` runs each edit a second time, untimed, counting the
+floating-point work of its convolutions and matrix products (forward and backward, with
+PyTorch's own per-operator formulas), and times a 2048^3 matrix product with the same
+threads: work divided by that rate is what the edit would take if every operation ran as
+fast as this CPU multiplies matrices, the floor no code change gets under.
 
 Each (resolution, mode) runs in its own process so that its peak RSS is its own. The
 table shows the median and the fastest wall-clock step and the median CPU seconds per
@@ -26,6 +30,7 @@ step (all threads), which tells contention on a shared machine apart from real w
     python benchmarks/stylegan2_speed.py                 # 256 and 512 px, 2 threads
     python benchmarks/stylegan2_speed.py --resolutions 256 --steps 3 --modes receptive
     python benchmarks/stylegan2_speed.py --edit          # whole edits, with and without mask
+    python benchmarks/stylegan2_speed.py --edit --flops  # ... and their floating-point work
 """
 
 from __future__ import annotations
@@ -110,7 +115,9 @@ def worker(resolution: int, mode: str, steps: int, warmup: int) -> dict:
     }
 
 
-def edit_worker(resolution: int, mode: str, steps: int, preview_every: int) -> dict:
+def edit_worker(
+    resolution: int, mode: str, steps: int, preview_every: int, flops: bool = False
+) -> dict:
     """One whole FreeDrag edit through ``drag_steps``, timed step by step."""
     import numpy as np
     import torch
@@ -128,12 +135,15 @@ def edit_worker(resolution: int, mode: str, steps: int, preview_every: int) -> d
         mask[resolution // 4 : 3 * resolution // 4, resolution // 4 : 3 * resolution // 4] = 1
     centre = resolution / 2
     handle, target = [[centre, centre]], [[centre, centre + resolution / 3]]
+
+    def edit():
+        return drag_steps(
+            backend, state, handle, target, mask, max_steps=steps, preview_every=preview_every
+        )
+
     began, cpu_began = time.perf_counter(), time.process_time()
-    run = drag_steps(
-        backend, state, handle, target, mask, max_steps=steps, preview_every=preview_every
-    )
     rows, last, cpu_last = [], began, cpu_began
-    for step in run:
+    for step in edit():
         now, cpu_now = time.perf_counter(), time.process_time()
         rows.append((now - last, cpu_now - cpu_last, step.image is not None))
         last, cpu_last = now, cpu_now
@@ -141,6 +151,8 @@ def edit_worker(resolution: int, mode: str, steps: int, preview_every: int) -> d
     end, cpu_end = time.perf_counter(), time.process_time()
     plain = [r for r in rows[1:] if not r[2]]
     framed = [r for r in rows[1:] if r[2]]
+    peak_gib = peak_memory_gib("cpu")  # before the counted run below
+    work = count_work(edit) if flops else {}
     return {
         "resolution": resolution,
         "mode": mode,
@@ -156,7 +168,61 @@ def edit_worker(resolution: int, mode: str, steps: int, preview_every: int) -> d
         "frame_step_s": statistics.median(r[0] for r in framed) if framed else None,
         "plain_step_cpu_s": statistics.median(r[1] for r in plain) if plain else None,
         "frame_step_cpu_s": statistics.median(r[1] for r in framed) if framed else None,
-        "peak_rss_gib": peak_memory_gib("cpu"),
+        "peak_rss_gib": peak_gib,
+        **work,
+    }
+
+
+def matmul_rate() -> float:
+    """GFLOP/s of a 2048^3 float32 matrix product with this process's threads (wall time)."""
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(3):
+        a @ b
+    start, repeats = time.perf_counter(), 10
+    for _ in range(repeats):
+        a @ b
+    return repeats * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+
+
+def count_work(edit) -> dict:
+    """Run ``edit()`` once more, untimed, adding up PyTorch's FLOP formulas
+    (``torch.utils.flop_counter``) of every operator it dispatches, per step. Not
+    ``FlopCounterMode`` itself: its module tracker hooks every module's forward and fails
+    on the session's layers that run outside autograd."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    by_op = Counter()
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                name = str(func._overloadpacket).removeprefix("aten.")
+                by_op[name] += formula(*args, **kwargs, out_val=out)
+            return out
+
+    frame_work, before = 0, 0
+    with Count():
+        for step in edit():
+            done = sum(by_op.values())
+            if step.image is not None:
+                frame_work += done - before
+            before = done
+    total = sum(by_op.values())
+    rate = matmul_rate()
+    return {
+        "gflop": total / 1e9,
+        "gflop_frame_steps": frame_work / 1e9,
+        "gflop_by_op": {name: n / 1e9 for name, n in by_op.items()},
+        "matmul_gflops": rate,
+        "floor_s": total / 1e9 / rate,
     }
 
 
@@ -179,6 +245,14 @@ def edit_table(args, env) -> list[dict]:
                 f"{result['frame_step_cpu_s']:>6.2f} {result['peak_rss_gib']:>9.2f}",
                 flush=True,
             )
+    if args.flops:
+        print("\n  res mode      GFLOP  in frame steps  matmul GFLOP/s  floor s  total s / floor")
+        for r in results:
+            print(
+                f"{r['resolution']:>5} {r['mode']:<9} {r['gflop']:>6.1f} "
+                f"{r['gflop_frame_steps']:>15.1f} {r['matmul_gflops']:>15.0f} "
+                f"{r['floor_s']:>8.2f} {r['total_s'] / r['floor_s']:>16.1f}"
+            )
     return results
 
 
@@ -188,6 +262,8 @@ def run_worker(args, env, resolution: int, mode: str) -> dict:
         "--steps", str(args.steps), "--warmup", str(args.warmup),
         "--threads", str(args.threads), "--preview-every", str(args.preview_every),
     ]  # fmt: skip
+    if args.flops:
+        command.append("--flops")
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -201,6 +277,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--preview-every", type=int, default=5, help="--edit: 0 = final only")
+    parser.add_argument("--flops", action="store_true", help="--edit: count each edit's work")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--worker", nargs=2, metavar=("RES", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -213,7 +290,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
         resolution, mode = int(args.worker[0]), args.worker[1]
         if mode in EDIT_MODES:
-            result = edit_worker(resolution, mode, args.steps, args.preview_every)
+            result = edit_worker(resolution, mode, args.steps, args.preview_every, args.flops)
         else:
             result = worker(resolution, mode, args.steps, args.warmup)
         print(json.dumps(result))

@@ -125,10 +125,12 @@ class SpyBackend(AnalyticBackend):
     def session(self, start, mask, method):
         session = super().session(start, mask, method)
         calls, latents = self.calls, self.latents = [], []
+        self.grad_enabled = grad_enabled = []
         read = session.features
 
         def features(latent, boxes=None):
             calls.append(boxes)
+            grad_enabled.append(torch.is_grad_enabled())
             latents.append(latent)
             return read(latent, boxes)
 
@@ -179,14 +181,25 @@ def test_boxes_follow_targets_moved_during_the_run(gen, start, method, after):
     np.testing.assert_array_equal(boxed.content_points, exact.content_points)
 
 
-def test_a_mask_term_reads_the_full_map(start):
-    spy = SpyBackend()
+@pytest.mark.parametrize("method", METHODS)
+def test_a_mask_term_reads_the_full_map(gen, start, method):
+    """Every read a step's gradient flows from is the whole map (the mask term needs it);
+    FreeDrag's line searches need no gradient and read boxes, to the same trace."""
     mask = np.zeros((64, 64))
     mask[:32] = 1
-    drag(spy, start, [[16, 16]], [[16, 24]], mask=mask, max_steps=6, preview_every=0)
-    *optimising, measuring = spy.calls  # the last read measures where the content went
-    assert optimising and all(boxes is None for boxes in optimising)
-    assert measuring is not None
+
+    def run(backend):
+        return drag(backend, start, [[16, 16]], [[16, 30]], mask=mask, method=method,
+                    max_steps=12, preview_every=0)  # fmt: skip
+
+    exact, spy = run(gen), SpyBackend(strict_boxes=True)
+    boxed = run(spy)
+    assert boxed.trace == exact.trace
+    reads = list(zip(spy.calls, spy.grad_enabled, strict=True))
+    *optimising, measuring = reads  # the last read measures where the content went
+    assert all(boxes is None for boxes, grad in optimising if grad)
+    assert any(boxes is not None for boxes, grad in optimising) == (method == "freedrag")
+    assert measuring[0] is not None
 
 
 @pytest.mark.parametrize("method", METHODS)

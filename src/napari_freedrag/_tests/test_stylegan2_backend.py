@@ -116,16 +116,23 @@ def test_fast_path_reads_only_the_receptive_field(small):
     assert fast[:, :20].abs().max() == 0 and fast[:, 30:34, 30:34].abs().min() > 0
 
 
-@pytest.mark.parametrize("method", ["freedrag", "draggan"])
-def test_a_boxed_run_is_the_full_map_run(small, method):
-    """Every read boxed (the start's features too) against every read of the whole map:
-    the same losses, points, content measurement and final image."""
+@pytest.mark.parametrize(
+    "method, masked", [("freedrag", False), ("draggan", False), ("freedrag", True)]
+)
+def test_a_boxed_run_is_the_full_map_run(small, method, masked):
+    """Every read boxed (the start's features too; with a mask, FreeDrag's line searches,
+    which need no gradient) against every read of the whole map: the same losses, points,
+    content measurement and final image."""
     from napari_freedrag.bench.speed import ModeBackend
     from napari_freedrag.engine.run import drag
 
     state = small.sample(2)
     handles, targets = [[40, 40], [100, 90]], [[40, 62], [88, 100]]
-    args = (state, handles, targets, None, method)
+    mask = None
+    if masked:
+        mask = np.zeros(small.image_size, np.uint8)
+        mask[20:120, 20:120] = 1
+    args = (state, handles, targets, mask, method)
     full = drag(ModeBackend(small, "frozen-out"), *args, max_steps=12, preview_every=4)
     boxed = drag(small, *args, max_steps=12, preview_every=4)
     assert len(boxed.trace) == len(full.trace) == 12

@@ -151,15 +151,15 @@ def run_freedrag(
     step = 0
     good = (latent.detach().clone(), 0, image_points(h))
 
-    def boxes(*point_sets: torch.Tensor) -> list[Box] | None:
-        if use_mask:
-            return None
+    def boxes(*point_sets: torch.Tensor) -> list[Box]:
+        """Where reads at these points touch; with a mask only the no-gradient reads are
+        boxed (the mask term of a step needs the whole map)."""
         return [
             box_around(torch.cat([p[i].reshape(-1, 1, 2) + offsets for p in point_sets]), shape)
             for i in range(n)
         ]
 
-    def search_boxes(h: torch.Tensor, t: torch.Tensor) -> list[Box] | None:
+    def search_boxes(h: torch.Tensor, t: torch.Tensor) -> list[Box]:
         """Every read of a line search from ``h`` (both cases' candidates, and ``h``)."""
         falls_back = torch.ones(n, dtype=torch.bool)
         return boxes(
@@ -179,13 +179,13 @@ def run_freedrag(
             t = new_t
         if features is None:
             features = initial.read(search_boxes(h, t))
-        elif moved is not None and not use_mask:  # the search now reads towards new targets
+        elif moved is not None:  # the search now reads towards the new targets
             with torch.no_grad():
                 features = session.features(latent, search_boxes(h, t))
         h, decisions = line_search(
             features, h, t, templates, l_in, l_end, ~done, params.l, params.d, offsets, bounds
         )
-        read_boxes = boxes(h)
+        read_boxes = None if use_mask else boxes(h)
         for inner in range(params.inner_steps):
             current = session.features(latent, read_boxes)
             losses = discrepancy(patch_features(current, h, offsets), templates)

@@ -257,8 +257,8 @@ class StyleGAN2Session:
         if known is not None:  # the start's (mask term) or the last render's map
             return known
         regions = None
-        if boxes is not None and self._outside is None:
-            regions = self._regions(boxes)
+        if boxes is not None and (self._outside is None or not torch.is_grad_enabled()):
+            regions = self._regions(boxes)  # a mask term's map is whole; a read is not
         with self.backend.autocast():
             tiles = self._path(latent, [None] if regions is None else regions)
         tiles = [tile.float() for tile in tiles]
