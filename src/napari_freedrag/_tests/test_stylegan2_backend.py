@@ -305,3 +305,46 @@ def test_bfloat16_synthesis_stays_close_to_float32(small):
 def test_unsupported_precisions_are_refused(small, precision):
     with pytest.raises(InputError, match="bfloat16"):
         StyleGAN2Backend(small.generator, "x", precision=precision)
+
+
+@pytest.mark.parametrize("clamp", [0.8, 256.0])
+def test_the_lean_activation_is_autograds(small, monkeypatch, clamp):
+    """The drag path's activation keeps booleans for its backward instead of two float
+    maps; its values and gradients must be autograd's exactly, whether the clamp cuts a
+    good part of the map (0.8) or nothing (256)."""
+    from napari_freedrag.models.stylegan2 import partial
+
+    layer = next(layer for _, layer, _ in small.generator.synthesis.conv_layers())
+    monkeypatch.setattr(layer, "conv_clamp", clamp)
+    monkeypatch.setattr(partial, "LEAN_ACTIVATION_NUMEL", 1)
+    generator = torch.Generator().manual_seed(0)
+    y = torch.randn(1, layer.bias.numel(), 8, 8, generator=generator)
+    noise = torch.randn(8, 8, generator=generator)
+    upstream = torch.randn(1, layer.bias.numel(), 8, 8, generator=generator)
+    results = []
+    for activate in (layer.activate, lambda y, noise: partial._activate(layer, y, noise)):
+        leaf = y.clone().requires_grad_(True)
+        out = activate(leaf, noise)
+        results.append(type(out.grad_fn).__name__)
+        out.backward(upstream)
+        results.append((out.detach(), leaf.grad))
+    plain_fn, (plain, plain_grad), lean_fn, (lean, lean_grad) = results
+    assert lean_fn == "_LeanActivationBackward" and plain_fn != lean_fn
+    assert torch.equal(plain, lean) and torch.equal(plain_grad, lean_grad)
+    assert ((plain.abs() == clamp).float().mean() > 0.1) == (clamp < 1) and (plain < 0).any()
+
+
+def test_a_masked_drag_is_the_same_through_the_lean_activation(small, monkeypatch):
+    from napari_freedrag.engine.run import drag
+    from napari_freedrag.models.stylegan2 import partial
+
+    state = small.sample(4)
+    mask = np.zeros(small.image_size, np.uint8)
+    mask[30:110, 30:110] = 1
+    runs = []
+    for threshold in (2**40, 1):  # never, always
+        monkeypatch.setattr(partial, "LEAN_ACTIVATION_NUMEL", threshold)
+        runs.append(drag(small, state, [[60, 60]], [[60, 80]], mask, max_steps=6))
+    plain, lean = runs
+    assert [t["loss"] for t in lean.trace] == [t["loss"] for t in plain.trace]
+    assert np.array_equal(lean.points, plain.points) and np.array_equal(lean.image, plain.image)
