@@ -8,7 +8,8 @@ other cuts of the same computation, and they all live here:
   with no gradient, channels-last and in place, which roughly halves their time on CPU;
 * :class:`FeaturePath`: the layers up to the feature block for one edit, with the
   frozen styles' demodulated weights cached outside autograd, over the whole map or
-  only over the receptive field of a few regions (values identical to the full map).
+  only over the receptive field of a few regions (values identical to the full map);
+  its large maps' activations keep booleans, not float maps, for the backward.
 """
 
 from __future__ import annotations
