@@ -172,3 +172,31 @@ def test_a_compact_snapshot_resumes_without_the_optimiser_moments(tmp_path, caps
     )
     assert "resumed at iteration 2" in capsys.readouterr().out
     assert torch.load(tmp_path / "snapshot.pt", weights_only=True)["nimg"] == 16
+
+
+def test_an_export_from_an_older_rule_is_recalibrated_without_changing_its_image(
+    tmp_path, monkeypatch
+):
+    """An export written under another calibration rule (here a 2-pixel shift) is written
+    again with the current one: the same image, the feature scale of the current rule."""
+    from napari_freedrag.training.cells import feature_scale, recalibrate
+
+    monkeypatch.setattr(feature_scale, "SHIFT_FEATURE_PX", 2.0)
+    assert cells_train.main(["--out", str(tmp_path / "a"), "--kimg", "0.008", *TINY_ARGS]) == 0
+    monkeypatch.undo()
+    old = tmp_path / "a" / "cells.safetensors"
+    assert recalibrate.main([str(old), "--out", str(tmp_path / "new")]) == 0
+    new = tmp_path / "new" / "cells.safetensors"
+    before, after = (build_generator(*load_checkpoint(path)) for path in (old, new))
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        images = [G.synthesis(G.mapping(z, None), noise_mode="const") for G in (before, after)]
+    torch.testing.assert_close(images[1], images[0], rtol=1e-4, atol=1e-5)
+    info = json.loads(new.with_suffix(".json").read_text())["info"]
+    old_scale = json.loads(old.with_suffix(".json").read_text())["info"]["feature_scale"]
+    assert info["calibration_shift_px"] == feature_scale.SHIFT_FEATURE_PX == 0.5
+    assert info["recalibrated_from"]["feature_scale"] == old_scale
+    assert feature_scale.shift_discrepancy(after) == pytest.approx(
+        feature_scale.preset_l(after), rel=1e-3
+    )
+    assert info["feature_scale"] > old_scale  # half a pixel reaches l only with larger maps

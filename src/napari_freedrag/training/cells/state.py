@@ -149,14 +149,12 @@ def export_generator(state: TrainState, stem: Path) -> Path:
     """Write ``G_ema`` as ``stem.safetensors`` + ``stem.json``, the project's checkpoint format,
     with ``w_avg`` set and its activations scaled for FreeDrag's thresholds (feature_scale)."""
     from napari_freedrag.models.stylegan2.checkpoint import save_checkpoint
-    from napari_freedrag.training.cells.feature_scale import calibrate
+    from napari_freedrag.training.cells.feature_scale import SHIFT_FEATURE_PX
 
     G = copy.deepcopy(state.G_ema).cpu()
     set_w_avg(G)
     config = state.config.generator_kwargs()
-    scale = calibrate(G)
-    if config["conv_clamp"] is not None:  # clamp(c*x, c*k) == c*clamp(x, k): still exact
-        config["conv_clamp"] *= scale
+    scale = _calibrate(G, config)
     info = {
         "model": "cells",
         "kimg": round(state.nimg / 1000, 2),
@@ -164,8 +162,43 @@ def export_generator(state: TrainState, stem: Path) -> Path:
         "training_seconds": round(state.seconds),
         "training_config": asdict(state.config),
         "feature_scale": scale,
+        "calibration_shift_px": SHIFT_FEATURE_PX,
     }
     return save_checkpoint(stem, config, G.state_dict(), info=info)
+
+
+def recalibrate_export(path: Path, stem: Path) -> Path:
+    """``path`` (an export) written to ``stem`` with its feature scale chosen by the current
+    calibration rule; the image it draws is unchanged (the rescaling is exact)."""
+    from napari_freedrag.models.stylegan2.checkpoint import (
+        build_generator,
+        load_checkpoint,
+        save_checkpoint,
+    )
+    from napari_freedrag.training.cells.feature_scale import SHIFT_FEATURE_PX
+
+    config, state_dict = load_checkpoint(path)
+    info = json.loads(Path(path).with_suffix(".json").read_text()).get("info", {})
+    G = build_generator(config, state_dict)
+    factor = _calibrate(G, config)
+    before = float(info.get("feature_scale", 1.0))
+    info.update(
+        feature_scale=before * factor,
+        calibration_shift_px=SHIFT_FEATURE_PX,
+        recalibrated_from={"feature_scale": before, "file": Path(path).name},
+    )
+    return save_checkpoint(stem, config, G.state_dict(), info=info)
+
+
+def _calibrate(G, config: dict) -> float:
+    """Calibrate ``G`` in place (:func:`feature_scale.calibrate`), its ``conv_clamp`` with
+    it (clamp(c*x, c*k) == c*clamp(x, k): still exact); returns the factor."""
+    from napari_freedrag.training.cells.feature_scale import calibrate
+
+    scale = calibrate(G)
+    if config["conv_clamp"] is not None:
+        config["conv_clamp"] *= scale
+    return scale
 
 
 def state_from_export(cfg: TrainConfig, path: Path, device: torch.device) -> TrainState:
