@@ -94,7 +94,7 @@ def test_the_status_says_not_converged_when_only_the_points_arrived():
     report = {"points_arrived": True, "content_summary": "content moved 4.0 of 30.0 px"}
     result = SimpleNamespace(stopped=False, converged=False, steps=80, seconds=4.0, report=report)
     text = outcome(result, shown=80)
-    assert text.startswith("not converged: the points arrived, the content did not")
+    assert text.startswith("not converged: the points arrived, their patches still differ")
     assert "content moved 4.0 of 30.0 px" in text and "0.05 s/step" in text
     arrived = SimpleNamespace(**{**vars(result), "converged": True})
     assert outcome(arrived, shown=80).startswith("converged after 80 steps")
