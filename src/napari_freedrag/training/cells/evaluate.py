@@ -66,9 +66,10 @@ def evaluate(path: Path, sanity_count: int = 20) -> dict[str, Any]:
     from napari_freedrag.bench.sanity import drag_sanity
     from napari_freedrag.models.registry import load_generator
     from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
+    from napari_freedrag.training.cells.state import export_info
 
     began = time.perf_counter()
-    info = json.loads(Path(path).with_suffix(".json").read_text()).get("info", {})
+    info = export_info(path)
     smds = quality_smds(build_generator(*load_checkpoint(path)))
     backend = load_generator(str(path), device="cpu")
     moves = move_accuracy(backend)

@@ -167,6 +167,11 @@ def export_generator(state: TrainState, stem: Path) -> Path:
     return save_checkpoint(stem, config, G.state_dict(), info=info)
 
 
+def export_info(path: Path) -> dict:
+    """The provenance an export's ``.json`` carries (kimg, feature scale, ...)."""
+    return json.loads(Path(path).with_suffix(".json").read_text()).get("info", {})
+
+
 def recalibrate_export(path: Path, stem: Path) -> Path:
     """``path`` (an export) written to ``stem`` with its feature scale chosen by the current
     calibration rule; the image it draws is unchanged (the rescaling is exact)."""
@@ -178,7 +183,7 @@ def recalibrate_export(path: Path, stem: Path) -> Path:
     from napari_freedrag.training.cells.feature_scale import SHIFT_FEATURE_PX
 
     config, state_dict = load_checkpoint(path)
-    info = json.loads(Path(path).with_suffix(".json").read_text()).get("info", {})
+    info = export_info(path)
     G = build_generator(config, state_dict)
     factor = _calibrate(G, config)
     before = float(info.get("feature_scale", 1.0))
@@ -213,7 +218,7 @@ def state_from_export(cfg: TrainConfig, path: Path, device: torch.device) -> Tra
         k: v for k, v in wanted.items() if k != "conv_clamp"
     }:
         raise InputError(f"{Path(path).name} has another architecture than this training run")
-    info = json.loads(Path(path).with_suffix(".json").read_text()).get("info", {})
+    info = export_info(path)
     state = build_state(cfg, device)
     state.G.load_state_dict(state_dict)
     rescale_activations(state.G, 1.0 / float(info.get("feature_scale", 1.0)))
