@@ -253,11 +253,12 @@ class StyleGAN2Session:
         self, latent: torch.Tensor, boxes: list[tuple[int, int, int, int]] | None = None
     ) -> torch.Tensor:
         """The raw ``(C, h, w)`` output of the feature block; exact inside ``boxes``."""
-        known = self._known_map(latent)
+        recorded = torch.is_grad_enabled() and latent.requires_grad
+        known = None if recorded else self._known_map(latent)
         if known is not None:  # the start's (mask term) or the last render's map
             return known
         regions = None
-        if boxes is not None and (self._outside is None or not torch.is_grad_enabled()):
+        if boxes is not None and (self._outside is None or not recorded):
             regions = self._regions(boxes)  # a mask term's map is whole; a read is not
         with self.backend.autocast():
             tiles = self._path(latent, [None] if regions is None else regions)
@@ -294,11 +295,9 @@ class StyleGAN2Session:
     # internals ------------------------------------------------------------------------
 
     def _known_map(self, latent: torch.Tensor) -> torch.Tensor | None:
-        """The map of ``latent`` when it needs no gradient and is one the session has: the
-        start's, kept for the mask term, or that of the latent last rendered (the engine
-        measures where the content went on the image it renders)."""
-        if torch.is_grad_enabled() and latent.requires_grad:
-            return None
+        """The map of ``latent`` (read without a gradient) when it is one the session has:
+        the start's, kept for the mask term, or that of the latent last rendered (the
+        engine measures where the content went on the image it renders)."""
         kept = [(self._start_latent, self._initial_features), self._rendered]
         for known, features in kept:
             if features is not None and torch.equal(latent, known):
