@@ -229,6 +229,20 @@ def deep_nesting(folder: Path) -> Path:
     return path
 
 
+def memo_slot(folder: Path) -> Path:
+    """Ten bytes whose one ``LONG_BINPUT`` names memo slot 2^28 (C pickle: 4 GiB zeroed)."""
+    path = folder / "memo.pkl"
+    path.write_bytes(b"\x80\x02)r" + (2**28).to_bytes(4, "little") + b".")
+    return path
+
+
+def bytearray_declares_more(folder: Path) -> Path:
+    """A protocol-5 ``BYTEARRAY8`` declaring 16 GiB over 16 bytes of data."""
+    path = folder / "bytearray.pkl"
+    path.write_bytes(b"\x80\x05\x96" + (2**34).to_bytes(8, "little") + bytes(16) + b".")
+    return path
+
+
 #: Every class, by name: the benchmark and the tests walk this.
 FILE_CLASSES = {
     "stride-0 views (10 x 1 GiB)": stride0_views,
@@ -244,4 +258,6 @@ FILE_CLASSES = {
     "JSON img_resolution 2^20": json_resolution_2_20,
     "JSON channel_max 10^6": json_wide_channels,
     "200 000 nested lists": deep_nesting,
+    "pickle memo slot 2^28": memo_slot,
+    "BYTEARRAY8 declaring 16 GiB": bytearray_declares_more,
 }

@@ -63,7 +63,9 @@ def world(tmp_path_factory) -> dict[str, Path]:
     paths["marker"] = marker
     paths["hostile"].write_bytes(b"cos\nsystem\n(V" + f"touch {marker}".encode() + b"\ntR.")
     paths["random_pkl"] = root / "random.pkl"
-    paths["random_pkl"].write_bytes(os.urandom(3000))
+    # Seeded, so a failure replays (unseeded draws differed per run; some held opcodes
+    # that once cost the loader 45 s and 15 GiB, see hostile_files.memo_slot).
+    paths["random_pkl"].write_bytes(np.random.default_rng(3000).bytes(3000))
     paths["truncated_pkl"] = root / "truncated.pkl"
     paths["truncated_pkl"].write_bytes(pickle.dumps({"G_ema": list(range(100))})[:-20])
     crafted = root / "crafted"

@@ -103,16 +103,23 @@ _OPCODE = st.one_of(
     ),
     st.integers(0, 8).map(lambda n: b"h" + bytes([n])),
     st.integers(0, 8).map(lambda n: b"q" + bytes([n])),
+    # memo slots and lengths a file declares: the loader must not reserve them up front
+    st.integers(0, 2**32 - 1).map(lambda n: b"r" + n.to_bytes(4, "little")),
+    st.tuples(st.sampled_from([b"\x8d", b"\x8e", b"\x95", b"\x96"]), st.integers(0, 2**40)).map(
+        lambda pair: pair[0] + pair[1].to_bytes(8, "little")
+    ),
 )
 
 
 @FUZZ
-@given(st.lists(_OPCODE, max_size=40), st.sampled_from([2, 3, 4]))
+@given(st.lists(_OPCODE, max_size=40), st.sampled_from([2, 3, 4, 5]))
 def test_random_pickle_opcode_streams_never_run_code_or_crash(opcodes, protocol):
     with tempfile.TemporaryDirectory() as folder, small_budget():
         path = Path(folder) / "random.pkl"
         path.write_bytes(b"\x80" + bytes([protocol]) + b"".join(opcodes) + b".")
+        before = peak_rss_mib()
         load_expecting_model_error(path)
+    assert peak_rss_mib() - before < BUDGET_MB + 64
 
 
 _SIZE = st.lists(st.integers(0, 2**40), min_size=0, max_size=4)

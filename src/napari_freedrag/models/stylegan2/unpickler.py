@@ -5,8 +5,10 @@ executes it. We never do: every network object becomes an inert :class:`Persiste
 of its ``state`` (``module_src`` is dropped unread), every global outside a short list of
 tensor and container builders is refused with :class:`UnsafeCheckpointError` naming it,
 and tensor storages (nested legacy ``torch.save`` blobs, zip members of ``.pt`` files) are
-read by this module too, so nothing is handed to a general-purpose unpickler. Each storage,
-array and tensor view is charged to a :class:`~.budget.LoadBudget` before it is built.
+read by this module too, so nothing is handed to a general-purpose unpickler. Every length
+and memo index a file declares is checked against the file before anything is allocated
+for it, and each storage, array and tensor view is charged to a
+:class:`~.budget.LoadBudget` before it is built.
 """
 
 from __future__ import annotations
@@ -290,13 +292,85 @@ class TensorReader:
         return storage
 
 
-class _Unpickler(pickle.Unpickler):
-    """Resolves globals through a :class:`TensorReader`; storages through ``storages``."""
+class _OpcodeTable(dict):
+    """The pure-Python unpickler's dispatch table, naming an unknown opcode as C's does."""
+
+    def __missing__(self, code: int):
+        raise pickle.UnpicklingError(f"invalid load key, {bytes([code])!r}")
+
+
+class _DeclaredReads:
+    """``file.read`` for the unpickler: a declared length is checked before it is read."""
+
+    def __init__(self, read, reader: TensorReader):
+        self._read = read
+        self._reader = reader
+
+    def __call__(self, nbytes: int) -> bytes:
+        if nbytes > self._reader.budget.file_size:
+            raise ModelError(
+                f"{self._reader.source}: the pickle declares {nbytes} bytes of data, more "
+                "than the whole file holds (corrupt or crafted file)"
+            )
+        data = self._read(nbytes)
+        if len(data) < nbytes:
+            raise EOFError("pickle data was truncated")
+        return data
+
+
+class _Unpickler(pickle._Unpickler):
+    """Resolves globals through a :class:`TensorReader`; storages through ``storages``.
+
+    Built on the pure-Python unpickler, not the C one: the C unpickler sizes its memo array
+    to twice the largest index a PUT opcode names, so five bytes (one ``LONG_BINPUT``)
+    made it allocate and zero up to 32 GiB, and its ``BYTEARRAY8`` reserves the declared
+    length before reading. Here every length a file declares is checked against the file's
+    size before it is read, a short read is a truncated file, and a memo slot must follow
+    the objects stored so far, as every pickler writes them. Network pickles hold few
+    opcodes (their bulk is a few hundred byte strings), so this costs tens of milliseconds.
+    """
+
+    dispatch = _OpcodeTable(pickle._Unpickler.dispatch)
 
     def __init__(self, file, reader: TensorReader, storages=None):
         super().__init__(file)
         self._reader = reader
         self._storages = storages
+        self._file_read = _DeclaredReads(file.read, reader)
+
+    def _memo_slot(self, index: int) -> None:
+        if index > len(self.memo):
+            raise ModelError(
+                f"{self._reader.source}: a pickle memo slot declares index {index} after "
+                f"only {len(self.memo)} stored objects (corrupt or crafted file)"
+            )
+        if not self.stack:
+            raise pickle.UnpicklingError("unpickling stack underflow")
+        self.memo[index] = self.stack[-1]
+
+    def load_put(self):
+        text = self.readline()[:-1]
+        if not text.isdigit():
+            raise pickle.UnpicklingError("PUT opcode argument is not a memo index")
+        self._memo_slot(int(text))
+
+    def load_binput(self):
+        self._memo_slot(self.read(1)[0])
+
+    def load_long_binput(self):
+        self._memo_slot(int.from_bytes(self.read(4), "little"))
+
+    def load_bytearray8(self):
+        self.append(bytearray(self.read(int.from_bytes(self.read(8), "little"))))
+
+    for _opcode, _load in (
+        (pickle.PUT, load_put),
+        (pickle.BINPUT, load_binput),
+        (pickle.LONG_BINPUT, load_long_binput),
+        (pickle.BYTEARRAY8, load_bytearray8),
+    ):
+        dispatch[_opcode[0]] = _load
+    del _opcode, _load
 
     def find_class(self, module: str, name: str):
         return self._reader.find_class(module, name)
