@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -79,6 +80,23 @@ def test_cli_snapshots_exports_and_resumes(tmp_path, capsys):
         theirs = state.G_ema.synthesis(state.G_ema.mapping(z, None), noise_mode="const")
     torch.testing.assert_close(ours, theirs)
     assert ours.shape == (2, 3, 16, 16)
+
+
+def test_a_resumed_run_can_change_its_regularisers_and_keeps_the_change(tmp_path, capsys):
+    assert cells_train.main(["--out", str(tmp_path), "--kimg", "0.008", *TINY_ARGS]) == 0
+    snapshot = tmp_path / "snapshot.pt"
+    before = cells_state.load_snapshot(snapshot, torch.device("cpu")).config
+    resume = ["--out", str(tmp_path), "--kimg", "0.016", "--resume", str(snapshot)]
+
+    assert cells_train.main([*resume, "--change", "pl_weight=0", "--change", "r1-gamma=2"]) == 0
+
+    assert "pl_weight: " in capsys.readouterr().out
+    after = cells_state.load_snapshot(snapshot, torch.device("cpu")).config
+    assert (after.pl_weight, after.r1_gamma) == (0.0, 2.0)
+    assert asdict(after) == {**asdict(before), "pl_weight": 0.0, "r1_gamma": 2.0}
+    for bad in ("channel_base=64", "pl_weight", "pl_weight=-1", "pl_weight=nan"):
+        with pytest.raises(SystemExit, match="--change"):
+            cells_train.main([*resume, "--change", bad])
 
 
 def test_truncation_centre_is_the_mean_w():

@@ -247,6 +247,26 @@ def _write_outputs(state: TrainState, out: Path, imsave) -> None:
     print(f"snapshot at kimg {state.nimg / 1000:.2f} -> {stem}.safetensors", flush=True)
 
 
+#: What a resumed run may change: loss weights and schedules, not the networks' shapes
+#: or the data (those would not fit the snapshot's weights or its kimg count).
+RESUMABLE_CHANGES = ("r1_gamma", "style_mixing", "pl_weight", "augment_translation", "ema_kimg")
+
+
+def parse_change(text: str) -> tuple[str, float]:
+    """``"pl_weight=0"`` -> ``("pl_weight", 0.0)``; anything else is a one-line error."""
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or key not in RESUMABLE_CHANGES:
+        raise SystemExit(f"--change {text!r}: use KEY=VALUE with KEY one of {RESUMABLE_CHANGES}")
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not math.isfinite(number) or number < 0:
+        raise SystemExit(f"--change {text!r}: the value must be a number >= 0")
+    return key, number
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="napari-freedrag train-cells",
@@ -270,6 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         help="at the end, also write a compact snapshot (no optimiser moments) here",
+    )
+    parser.add_argument(
+        "--change",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"with --resume: change one of {', '.join(RESUMABLE_CHANGES)} from here on",
     )
     parser.add_argument(
         "--d-warmup",
@@ -306,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume is not None:
         state = load_snapshot(args.resume, device)
         print(f"resumed at iteration {state.iteration}, kimg {state.nimg / 1000:.2f}", flush=True)
+        for change in args.change:
+            key, value = parse_change(change)
+            print(f"{key}: {getattr(state.config, key)} -> {value}", flush=True)
+            setattr(state.config, key, value)
+    elif args.change:
+        parser.error("--change needs --resume (a new run takes --pl-weight and the like)")
     else:
         cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(defaults) if hasattr(args, k)})
         if args.init_from is not None:
