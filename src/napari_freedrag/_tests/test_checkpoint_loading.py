@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import copyreg
 import json
 import os
 import pickle
@@ -137,6 +138,25 @@ def test_code_hidden_in_a_tensor_storage_blob_is_refused_unrun(tmp_path):
 
     with pytest.raises(UnsafeCheckpointError, match=r"asks to run (posix|nt)\.system"):
         load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_a_pickle_extension_code_cannot_reach_a_registered_global(tmp_path):
+    # copyreg's extension registry resolves codes through a process-wide cache that
+    # bypasses find_class: once anything in the process has unpickled code 240, a file
+    # naming it would call os.system without ever naming it.
+    marker = tmp_path / "pwned"
+    copyreg.add_extension("os", "system", 240)
+    try:
+        assert pickle.loads(b"\x80\x02\x82\xf0.") is os.system  # now cached
+        path = tmp_path / "evil.pkl"
+        path.write_bytes(b"\x80\x02\x82\xf0X" + len(f"touch {marker}").to_bytes(4, "little")
+                         + f"touch {marker}".encode() + b"\x85R.")  # fmt: skip
+        with pytest.raises(UnsafeCheckpointError, match="extension code"):
+            load_checkpoint(path)
+    finally:
+        copyreg.remove_extension("os", "system", 240)
+        copyreg.clear_extension_cache()
     assert not marker.exists()
 
 

@@ -363,11 +363,22 @@ class _Unpickler(pickle._Unpickler):
     def load_bytearray8(self):
         self.append(bytearray(self.read(int.from_bytes(self.read(8), "little"))))
 
+    def load_extension(self):
+        # copyreg's extension registry resolves a code through a process-wide cache,
+        # bypassing find_class; network pickles never use it.
+        raise UnsafeCheckpointError(
+            f"{self._reader.source} names a global through a pickle extension code; "
+            "network pickles never do, so it is refused unread"
+        )
+
     for _opcode, _load in (
         (pickle.PUT, load_put),
         (pickle.BINPUT, load_binput),
         (pickle.LONG_BINPUT, load_long_binput),
         (pickle.BYTEARRAY8, load_bytearray8),
+        (pickle.EXT1, load_extension),
+        (pickle.EXT2, load_extension),
+        (pickle.EXT4, load_extension),
     ):
         dispatch[_opcode[0]] = _load
     del _opcode, _load
