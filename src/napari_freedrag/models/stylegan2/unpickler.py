@@ -371,17 +371,17 @@ class _Unpickler(pickle._Unpickler):
             "network pickles never do, so it is refused unread"
         )
 
-    for _opcode, _load in (
-        (pickle.PUT, load_put),
-        (pickle.BINPUT, load_binput),
-        (pickle.LONG_BINPUT, load_long_binput),
-        (pickle.BYTEARRAY8, load_bytearray8),
-        (pickle.EXT1, load_extension),
-        (pickle.EXT2, load_extension),
-        (pickle.EXT4, load_extension),
-    ):
-        dispatch[_opcode[0]] = _load
-    del _opcode, _load
+    dispatch.update(
+        {
+            pickle.PUT[0]: load_put,
+            pickle.BINPUT[0]: load_binput,
+            pickle.LONG_BINPUT[0]: load_long_binput,
+            pickle.BYTEARRAY8[0]: load_bytearray8,
+            pickle.EXT1[0]: load_extension,
+            pickle.EXT2[0]: load_extension,
+            pickle.EXT4[0]: load_extension,
+        }
+    )
 
     def find_class(self, module: str, name: str):
         return self._reader.find_class(module, name)

@@ -329,16 +329,16 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
+    if args.change and args.resume is None:
+        parser.error("--change needs --resume (a new run takes --pl-weight and the like)")
+    changes = [parse_change(text) for text in args.change]  # all checked before any work
     args.out.mkdir(parents=True, exist_ok=True)
     if args.resume is not None:
         state = load_snapshot(args.resume, device)
         print(f"resumed at iteration {state.iteration}, kimg {state.nimg / 1000:.2f}", flush=True)
-        for change in args.change:
-            key, value = parse_change(change)
+        for key, value in changes:
             print(f"{key}: {getattr(state.config, key)} -> {value}", flush=True)
             setattr(state.config, key, value)
-    elif args.change:
-        parser.error("--change needs --resume (a new run takes --pl-weight and the like)")
     else:
         cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(defaults) if hasattr(args, k)})
         if args.init_from is not None:
