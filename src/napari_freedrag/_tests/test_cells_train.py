@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_freedrag.errors import InputError
 from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
 from napari_freedrag.training.cells import state as cells_state
 from napari_freedrag.training.cells import train as cells_train
@@ -218,3 +219,32 @@ def test_an_export_from_an_older_rule_is_recalibrated_without_changing_its_image
         feature_scale.preset_l(after), rel=1e-3
     )
     assert info["feature_scale"] > old_scale  # half a pixel reaches l only with larger maps
+
+
+def test_a_run_grown_wider_draws_and_judges_as_before_then_learns_on(tmp_path, capsys):
+    assert cells_train.main(["--out", str(tmp_path / "narrow"), "--kimg", "0.008", *TINY_ARGS]) == 0
+    snapshot = tmp_path / "narrow" / "snapshot.pt"
+    narrow = cells_state.load_snapshot(snapshot, torch.device("cpu"))
+    wide = cells_state.grow_snapshot(snapshot, 256, 32, torch.device("cpu"))
+    assert wide.G.synthesis.b16.conv1.weight.shape[0] == 2 * 8  # 16 px: 8 -> 16 channels
+    assert (wide.iteration, wide.nimg, wide.config.channel_base) == (2, 8, 256)
+
+    z = torch.randn(3, 16)
+    images = torch.from_numpy(make_images(4, seed=1, size=16)).permute(0, 3, 1, 2) / 127.5 - 1
+    with torch.no_grad():
+        for old, new in ((narrow.G, wide.G), (narrow.G_ema, wide.G_ema)):
+            before = old.synthesis(old.mapping(z, None), noise_mode="const")
+            after = new.synthesis(new.mapping(z, None), noise_mode="const")
+            torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(wide.D(images), narrow.D(images), atol=1e-5, rtol=1e-4)
+
+    out = tmp_path / "wide"
+    grow = ["--out", str(out), "--kimg", "0.016", "--grow-from", str(snapshot)]
+    assert cells_train.main([*grow, "--channel-base", "256", "--change", "pl_weight=0"]) == 0
+    assert "resumed at iteration 2" in capsys.readouterr().out
+    grown = cells_state.load_snapshot(out / "snapshot.pt", torch.device("cpu"))
+    assert (grown.iteration, grown.config.channel_base, grown.config.pl_weight) == (4, 256, 0.0)
+    new_rows = grown.G.synthesis.b16.conv1.weight[8:, :8]
+    assert new_rows.abs().sum() > 0 and torch.isfinite(grown.G.synthesis.b16.conv1.weight).all()
+    with pytest.raises(InputError, match="nothing to grow"):
+        cells_state.grow_snapshot(snapshot, 128, 32, torch.device("cpu"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -143,6 +144,58 @@ def load_snapshot(path: Path, device: torch.device) -> TrainState:
     state.pl_mean, state.seconds = payload["pl_mean"], payload["seconds"]
     torch.set_rng_state(payload["torch_rng"])
     return state
+
+
+def grow_snapshot(
+    path: Path, channel_base: int, channel_max: int, device: torch.device
+) -> TrainState:
+    """A snapshot's run continued with wider networks: the same G, G_ema and D functions
+    (see :func:`widen_into`), more channels to learn with, new optimisers; the counters,
+    path-length mean and the rest of the config carry over."""
+    payload = torch.load(path, map_location=device, weights_only=True)
+    old = TrainConfig(**payload["config"])
+    cfg = TrainConfig(**{**asdict(old), "channel_base": channel_base, "channel_max": channel_max})
+    state = build_state(cfg, device)
+    widths = [(n, p.shape) for n, p in state.G.state_dict().items()]
+    if widths == [(n, p.shape) for n, p in payload["G"].items()]:
+        raise InputError(
+            f"--channel-base {channel_base} --channel-max {channel_max} give the snapshot's "
+            "own widths: nothing to grow (use --resume)"
+        )
+    for name in ("G", "D", "G_ema"):
+        widen_into(getattr(state, name), payload[name])
+    state.iteration, state.nimg = payload["iteration"], payload["nimg"]
+    state.pl_mean, state.seconds = payload["pl_mean"], payload["seconds"]
+    torch.set_rng_state(payload["torch_rng"])
+    return state
+
+
+@torch.no_grad()
+def widen_into(net: torch.nn.Module, narrow: dict) -> None:
+    """Load a narrower copy of ``net``'s weights so that ``net`` computes the same function.
+
+    Each grown weight keeps its fresh initialisation for the new output channels (dim 0)
+    and gets zeros where an old output reads a new input channel, so the new channels
+    start learning without changing what the old ones compute. The old weights are scaled
+    by sqrt(new fan-in / old fan-in): the equalised learning rate divides by the fan-in
+    at run time, and demodulated convolutions ignore a constant factor anyway.
+    """
+    for name, target in net.state_dict().items():
+        if name not in narrow:
+            raise InputError(f"the snapshot has no {name}: it is another architecture")
+        source = narrow[name].to(target.device)
+        if source.shape == target.shape:
+            target.copy_(source)
+            continue
+        if source.dim() != target.dim() or any(
+            s > t for s, t in zip(source.shape, target.shape, strict=True)
+        ):
+            raise InputError(f"{name}: {tuple(source.shape)} cannot grow to {tuple(target.shape)}")
+        old = tuple(slice(0, s) for s in source.shape)
+        if target.dim() >= 2:
+            target[: source.shape[0], source.shape[1] :] = 0
+            source = source * math.sqrt(target.shape[1] / source.shape[1])
+        target[old] = source
 
 
 def export_generator(state: TrainState, stem: Path) -> Path:

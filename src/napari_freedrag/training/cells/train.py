@@ -33,6 +33,7 @@ from napari_freedrag.training.cells.state import (
     TrainState,
     build_state,
     export_generator,
+    grow_snapshot,
     load_snapshot,
     save_snapshot,
     state_from_export,
@@ -280,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", type=Path, default=None, help="snapshot.pt to continue")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
+        "--grow-from",
+        type=Path,
+        default=None,
+        help="continue this snapshot.pt with the wider --channel-base / --channel-max given",
+    )
+    parser.add_argument(
         "--init-from",
         type=Path,
         default=None,
@@ -329,12 +336,18 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
-    if args.change and args.resume is None:
+    continued = args.resume or args.grow_from
+    if args.resume and args.grow_from:
+        parser.error("--resume and --grow-from both name a snapshot: give one")
+    if args.change and continued is None:
         parser.error("--change needs --resume (a new run takes --pl-weight and the like)")
     changes = [parse_change(text) for text in args.change]  # all checked before any work
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.resume is not None:
-        state = load_snapshot(args.resume, device)
+    if continued is not None:
+        if args.resume is not None:
+            state = load_snapshot(args.resume, device)
+        else:
+            state = grow_snapshot(args.grow_from, args.channel_base, args.channel_max, device)
         print(f"resumed at iteration {state.iteration}, kimg {state.nimg / 1000:.2f}", flush=True)
         for key, value in changes:
             print(f"{key}: {getattr(state.config, key)} -> {value}", flush=True)
@@ -359,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(images)} training images, config {asdict(cfg)}",
         flush=True,
     )
-    if args.init_from is not None and args.resume is None:
+    if args.init_from is not None and continued is None:
         warm_up_discriminator(state, images, args.d_warmup)
     train(
         state,
