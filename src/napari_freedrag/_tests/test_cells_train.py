@@ -89,12 +89,16 @@ def test_a_resumed_run_can_change_its_regularisers_and_keeps_the_change(tmp_path
     before = cells_state.load_snapshot(snapshot, torch.device("cpu")).config
     resume = ["--out", str(tmp_path), "--kimg", "0.016", "--resume", str(snapshot)]
 
-    assert cells_train.main([*resume, "--change", "pl_weight=0", "--change", "r1-gamma=2"]) == 0
+    changes = ["pl_weight=0", "r1-gamma=2", "lr=0.0005"]
+    assert cells_train.main([*resume, *(arg for c in changes for arg in ("--change", c))]) == 0
 
     assert "pl_weight: " in capsys.readouterr().out
-    after = cells_state.load_snapshot(snapshot, torch.device("cpu")).config
-    assert (after.pl_weight, after.r1_gamma) == (0.0, 2.0)
-    assert asdict(after) == {**asdict(before), "pl_weight": 0.0, "r1_gamma": 2.0}
+    resumed = cells_state.load_snapshot(snapshot, torch.device("cpu"))
+    after = resumed.config
+    assert (after.pl_weight, after.r1_gamma, after.lr) == (0.0, 2.0, 0.0005)
+    assert asdict(after) == {**asdict(before), "pl_weight": 0.0, "r1_gamma": 2.0, "lr": 0.0005}
+    # The optimisers run at the new rate (D's with the lazy-R1 correction, 16 / 17).
+    assert resumed.opt_D.param_groups[0]["lr"] == pytest.approx(0.0005 * 16 / 17)
     for bad in ("channel_base=64", "pl_weight", "pl_weight=-1", "pl_weight=nan"):
         with pytest.raises(SystemExit, match="--change"):
             cells_train.main([*resume, "--change", bad])
@@ -115,7 +119,7 @@ def test_divergence_stops_with_a_clear_message(tmp_path, monkeypatch):
     cfg = cells_state.TrainConfig(**TINY)
     state = cells_state.build_state(cfg, torch.device("cpu"))
     monkeypatch.setattr(cells_train, "train_step", lambda *a: {"loss_G": float("nan")})
-    with pytest.raises(DivergedError, match="lower --lr"):
+    with pytest.raises(DivergedError, match="lower --change lr="):
         cells_train.train(state, make_images(4, size=16), tmp_path, kimg=1, minutes=None)
 
 

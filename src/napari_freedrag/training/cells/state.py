@@ -77,10 +77,25 @@ class TrainState:
     seconds: float = 0.0
 
 
+def _lazy_ratio(interval: int) -> float:
+    """StyleGAN2's correction of lr and betas for a regulariser run every ``interval`` steps."""
+    return interval / (interval + 1) if interval else 1.0
+
+
 def _lazy_adam(params, cfg: TrainConfig, interval: int) -> torch.optim.Adam:
-    """Adam with StyleGAN2's correction for a regulariser run every ``interval`` steps."""
-    ratio = interval / (interval + 1) if interval else 1.0
+    ratio = _lazy_ratio(interval)
     return torch.optim.Adam(params, lr=cfg.lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
+
+
+def set_learning_rate(state: TrainState, lr: float) -> None:
+    """Change both optimisers' learning rate from here on (a loaded snapshot's optimiser
+    state carries the old one), keeping the lazy-regulariser correction."""
+    cfg = state.config
+    cfg.lr = lr
+    intervals = {"opt_G": cfg.pl_interval if cfg.pl_weight else 0, "opt_D": cfg.r1_interval}
+    for name, interval in intervals.items():
+        for group in getattr(state, name).param_groups:
+            group["lr"] = lr * _lazy_ratio(interval)
 
 
 def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:

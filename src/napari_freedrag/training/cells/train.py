@@ -36,6 +36,7 @@ from napari_freedrag.training.cells.state import (
     grow_snapshot,
     load_snapshot,
     save_snapshot,
+    set_learning_rate,
     state_from_export,
 )
 
@@ -211,7 +212,7 @@ def train(
         if not all(math.isfinite(v) for v in logs.values()):
             raise DivergedError(
                 f"training diverged at iteration {state.iteration} ({logs}): resume from the "
-                "last snapshot.pt with a lower --lr or a higher --r1-gamma"
+                "last snapshot.pt with a lower --change lr=... or a higher --change r1_gamma=..."
             )
         if state.iteration % log_every == 0:
             per_iter = (now - last_log) / max(state.iteration - iter_at_log, 1)
@@ -250,7 +251,14 @@ def _write_outputs(state: TrainState, out: Path, imsave) -> None:
 
 #: What a resumed run may change: loss weights and schedules, not the networks' shapes
 #: or the data (those would not fit the snapshot's weights or its kimg count).
-RESUMABLE_CHANGES = ("r1_gamma", "style_mixing", "pl_weight", "augment_translation", "ema_kimg")
+RESUMABLE_CHANGES = (
+    "lr",
+    "r1_gamma",
+    "style_mixing",
+    "pl_weight",
+    "augment_translation",
+    "ema_kimg",
+)
 
 
 def parse_change(text: str) -> tuple[str, float]:
@@ -351,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resumed at iteration {state.iteration}, kimg {state.nimg / 1000:.2f}", flush=True)
         for key, value in changes:
             print(f"{key}: {getattr(state.config, key)} -> {value}", flush=True)
-            setattr(state.config, key, value)
+            if key == "lr":
+                set_learning_rate(state, value)
+            else:
+                setattr(state.config, key, value)
     else:
         cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(defaults) if hasattr(args, k)})
         if args.init_from is not None:
