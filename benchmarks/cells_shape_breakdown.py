@@ -1,0 +1,90 @@
+"""Where a cells generator's eccentricity SMD comes from: cell size, merged cells, axes.
+
+The quality table pools every segmented region, so two errors can cancel: merged cells
+(long, non-convex regions) raise the mean eccentricity while ordinary cells drawn too
+round lower it. This splits the regions of generated and dataset images by area, counts
+the non-convex ones (solidity < 0.9) and gives the axis lengths of the convex ones.
+
+    OMP_NUM_THREADS=1 python benchmarks/cells_shape_breakdown.py \\
+        src/napari_freedrag/models/cells/weights/cells.safetensors --json shape.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from napari_freedrag.cellseg import segment_cells
+from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
+from napari_freedrag.training.cells.dataset import make_images
+from napari_freedrag.training.cells.quality import generate_images
+
+AREA_BINS = (0, 150, 250, 350, None)
+CONVEX_SOLIDITY = 0.9
+
+
+def breakdown(images: np.ndarray) -> dict:
+    regions = [region for image in images for region in segment_cells(image)]
+    area = np.array([r.area for r in regions], dtype=float)
+    eccentricity = np.array([r.eccentricity for r in regions])
+    convex = np.array([r.solidity for r in regions]) >= CONVEX_SOLIDITY
+    major = np.array([r.axis_major_length for r in regions])[convex]
+    minor = np.array([r.axis_minor_length for r in regions])[convex]
+    bins = []
+    for low, high in zip(AREA_BINS, AREA_BINS[1:], strict=False):
+        inside = (area >= low) & (area < (np.inf if high is None else high))
+        bins.append(
+            {
+                "area_px": [low, high],
+                "regions": int(inside.sum()),
+                "mean_eccentricity": float(eccentricity[inside].mean()) if inside.any() else None,
+            }
+        )
+    quartiles = (25, 50, 75)
+    return {
+        "regions": len(regions),
+        "by_area": bins,
+        "non_convex_regions": int((~convex).sum()),
+        "convex_major_axis_px_quartiles": np.percentile(major, quartiles).tolist(),
+        "convex_minor_axis_px_quartiles": np.percentile(minor, quartiles).tolist(),
+        "convex_axis_ratio_quartiles": np.percentile(major / minor, quartiles).tolist(),
+    }
+
+
+def _line(name: str, row: dict) -> str:
+    bins = " | ".join(
+        f"{b['area_px'][0]}-{b['area_px'][1] or ''} px: {b['regions']} "
+        f"(ecc {b['mean_eccentricity']:.2f})"
+        for b in row["by_area"]
+    )
+    ratio = row["convex_axis_ratio_quartiles"]
+    return (
+        f"{name}: {row['regions']} regions, {row['non_convex_regions']} non-convex | {bins} | "
+        f"convex major {row['convex_major_axis_px_quartiles'][1]:.1f} px, minor "
+        f"{row['convex_minor_axis_px_quartiles'][1]:.1f} px, ratio {ratio[0]:.2f}/{ratio[1]:.2f}"
+        f"/{ratio[2]:.2f}"
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("exports", nargs="+", type=Path, help="exported cells .safetensors")
+    parser.add_argument("--count", type=int, default=400, help="images in each set")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    rows = {"dataset": breakdown(make_images(args.count, seed=10_000))}
+    print(_line("dataset", rows["dataset"]), flush=True)
+    for path in args.exports:
+        G = build_generator(*load_checkpoint(path))
+        rows[str(path)] = breakdown(generate_images(G, args.count, seed=0))
+        print(_line(path.name, rows[str(path)]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
