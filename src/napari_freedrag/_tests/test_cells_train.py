@@ -99,9 +99,31 @@ def test_a_resumed_run_can_change_its_regularisers_and_keeps_the_change(tmp_path
     assert asdict(after) == {**asdict(before), "pl_weight": 0.0, "r1_gamma": 2.0, "lr": 0.0005}
     # The optimisers run at the new rate (D's with the lazy-R1 correction, 16 / 17).
     assert resumed.opt_D.param_groups[0]["lr"] == pytest.approx(0.0005 * 16 / 17)
-    for bad in ("channel_base=64", "pl_weight", "pl_weight=-1", "pl_weight=nan"):
-        with pytest.raises(SystemExit, match="--change"):
+    for bad in ("channel_base=64", "pl_weight", "pl_weight=-1", "pl_weight=nan", "lr=abc"):
+        with pytest.raises(SystemExit) as exit_info:
             cells_train.main([*resume, "--change", bad])
+        assert exit_info.value.code == 2 and "--change" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_snapshot_is_one_error_line(tmp_path, capsys):
+    from napari_freedrag.cli import main as cli_main
+
+    text = tmp_path / "notes.pt"
+    text.write_text("not a snapshot\n")
+    dictionary = tmp_path / "weights.pt"
+    torch.save({"G": {}}, dictionary)
+    for flag, path in (
+        ("--resume", text),
+        ("--grow-from", text),
+        ("--resume", dictionary),
+        ("--resume", tmp_path / "missing.pt"),
+    ):
+        out = tmp_path / "out"
+        extra = ["--channel-base", "4096"] if flag == "--grow-from" else []
+        assert cli_main(["train-cells", "--out", str(out), flag, str(path), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "snapshot" in err[0], err
+    assert text.read_text() == "not a snapshot\n"
 
 
 def test_truncation_centre_is_the_mean_w():

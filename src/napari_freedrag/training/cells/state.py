@@ -8,6 +8,7 @@ import copy
 import json
 import math
 import os
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -149,8 +150,31 @@ def save_snapshot(state: TrainState, path: Path, compact: bool = False) -> None:
     os.replace(tmp, path)
 
 
+#: What ``torch.load(weights_only=True)`` raises on a file it cannot read as tensors:
+#: pickle's refusals, a broken zip or a stray byte stream.
+_NOT_A_SNAPSHOT = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, IndexError, KeyError)
+
+
+def _read_snapshot(path: Path, device: torch.device) -> dict:
+    """A snapshot's payload (tensors and plain values only: no code runs), or one clear
+    error for a missing file or one that is not a training snapshot."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such snapshot file")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except _NOT_A_SNAPSHOT as exc:
+        raise InputError(f"{path} is not a training snapshot ({type(exc).__name__})") from None
+    missing = {"config", "G", "D", "G_ema", "iteration", "nimg"} - set(
+        payload if isinstance(payload, dict) else ()
+    )
+    if missing:
+        raise InputError(f"{path} is not a training snapshot (no {', '.join(sorted(missing))})")
+    return payload
+
+
 def load_snapshot(path: Path, device: torch.device) -> TrainState:
-    payload = torch.load(path, map_location=device, weights_only=True)
+    payload = _read_snapshot(path, device)
     state = build_state(TrainConfig(**payload["config"]), device)
     for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
         if name in payload:  # a compact snapshot has no optimiser moments
@@ -167,7 +191,7 @@ def grow_snapshot(
     """A snapshot's run continued with wider networks: the same G, G_ema and D functions
     (see :func:`widen_into`), more channels to learn with, new optimisers; the counters,
     path-length mean and the rest of the config carry over."""
-    payload = torch.load(path, map_location=device, weights_only=True)
+    payload = _read_snapshot(path, device)
     old = TrainConfig(**payload["config"])
     cfg = TrainConfig(**{**asdict(old), "channel_base": channel_base, "channel_max": channel_max})
     state = build_state(cfg, device)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_freedrag.errors import DivergedError
+from napari_freedrag.errors import DivergedError, InputError
 from napari_freedrag.training.cells.dataset import cached_images
 from napari_freedrag.training.cells.quality import generate_images, tile
 from napari_freedrag.training.cells.state import (
@@ -266,13 +266,13 @@ def parse_change(text: str) -> tuple[str, float]:
     key, sep, value = text.partition("=")
     key = key.strip().replace("-", "_")
     if not sep or key not in RESUMABLE_CHANGES:
-        raise SystemExit(f"--change {text!r}: use KEY=VALUE with KEY one of {RESUMABLE_CHANGES}")
+        raise InputError(f"--change {text!r}: use KEY=VALUE with KEY one of {RESUMABLE_CHANGES}")
     try:
         number = float(value)
     except ValueError:
         number = float("nan")
     if not math.isfinite(number) or number < 0:
-        raise SystemExit(f"--change {text!r}: the value must be a number >= 0")
+        raise InputError(f"--change {text!r}: the value must be a number >= 0")
     return key, number
 
 
@@ -349,7 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--resume and --grow-from both name a snapshot: give one")
     if args.change and continued is None:
         parser.error("--change needs --resume (a new run takes --pl-weight and the like)")
-    changes = [parse_change(text) for text in args.change]  # all checked before any work
+    try:
+        changes = [parse_change(text) for text in args.change]  # all checked before any work
+    except InputError as exc:
+        parser.error(str(exc))
     args.out.mkdir(parents=True, exist_ok=True)
     if continued is not None:
         if args.resume is not None:
