@@ -212,7 +212,8 @@ def train(
         if not all(math.isfinite(v) for v in logs.values()):
             raise DivergedError(
                 f"training diverged at iteration {state.iteration} ({logs}): resume from the "
-                "last snapshot.pt with a lower --change lr=... or a higher --change r1_gamma=..."
+                "last snapshot.pt with a lower rate or a stronger R1 (--change lr=... or "
+                "--change r1_gamma=...)"
             )
         if state.iteration % log_every == 0:
             per_iter = (now - last_log) / max(state.iteration - iter_at_log, 1)
@@ -249,8 +250,9 @@ def _write_outputs(state: TrainState, out: Path, imsave) -> None:
     print(f"snapshot at kimg {state.nimg / 1000:.2f} -> {stem}.safetensors", flush=True)
 
 
-#: What a resumed run may change: loss weights and schedules, not the networks' shapes
-#: or the data (those would not fit the snapshot's weights or its kimg count).
+#: What a resumed run may change: loss weights, the learning rate and schedules, not the
+#: networks' shapes or the data (those would not fit the snapshot's weights or its kimg
+#: count; --grow-from widens the networks).
 RESUMABLE_CHANGES = (
     "lr",
     "r1_gamma",
@@ -348,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and args.grow_from:
         parser.error("--resume and --grow-from both name a snapshot: give one")
     if args.change and continued is None:
-        parser.error("--change needs --resume (a new run takes --pl-weight and the like)")
+        parser.error(
+            "--change needs --resume or --grow-from (a new run takes --pl-weight and the like)"
+        )
     try:
         changes = [parse_change(text) for text in args.change]  # all checked before any work
     except InputError as exc:
