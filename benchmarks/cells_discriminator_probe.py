@@ -23,10 +23,7 @@ from scipy.stats import spearmanr
 
 from napari_freedrag.training.cells.dataset import make_cell_image, make_images
 from napari_freedrag.training.cells.state import load_snapshot
-
-
-def _batch(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+from napari_freedrag.training.cells.train import images_to_tensor
 
 
 @torch.no_grad()
@@ -43,8 +40,8 @@ def probe(snapshot: Path, count: int) -> dict:
     G, D = state.G_ema, state.D
     fakes = G.synthesis(G.mapping(torch.randn(count, G.z_dim), None), noise_mode="random")
     logits = {
-        "training": D(_batch(seen)).ravel().numpy(),
-        "unseen": D(_batch(np.stack([item.image for item in unseen]))).ravel().numpy(),
+        "training": D(images_to_tensor(seen)).ravel().numpy(),
+        "unseen": D(images_to_tensor(np.stack([item.image for item in unseen]))).ravel().numpy(),
         "generated": D(fakes).ravel().numpy(),
     }
     return {

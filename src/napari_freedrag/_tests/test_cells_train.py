@@ -256,7 +256,7 @@ def test_a_run_grown_wider_draws_and_judges_as_before_then_learns_on(tmp_path, c
     assert (wide.iteration, wide.nimg, wide.config.channel_base) == (2, 8, 256)
 
     z = torch.randn(3, 16)
-    images = torch.from_numpy(make_images(4, seed=1, size=16)).permute(0, 3, 1, 2) / 127.5 - 1
+    images = cells_train.images_to_tensor(make_images(4, seed=1, size=16))
     with torch.no_grad():
         for old, new in ((narrow.G, wide.G), (narrow.G_ema, wide.G_ema)):
             before = old.synthesis(old.mapping(z, None), noise_mode="const")

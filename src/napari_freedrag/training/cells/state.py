@@ -83,6 +83,11 @@ def _lazy_ratio(interval: int) -> float:
     return interval / (interval + 1) if interval else 1.0
 
 
+def _lazy_intervals(cfg: TrainConfig) -> dict[str, int]:
+    """Each optimiser's lazy-regulariser interval (0: none): path length for G, R1 for D."""
+    return {"opt_G": cfg.pl_interval if cfg.pl_weight else 0, "opt_D": cfg.r1_interval}
+
+
 def _lazy_adam(params, cfg: TrainConfig, interval: int) -> torch.optim.Adam:
     ratio = _lazy_ratio(interval)
     return torch.optim.Adam(params, lr=cfg.lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
@@ -93,8 +98,7 @@ def set_learning_rate(state: TrainState, lr: float) -> None:
     state carries the old one), keeping the lazy-regulariser correction."""
     cfg = state.config
     cfg.lr = lr
-    intervals = {"opt_G": cfg.pl_interval if cfg.pl_weight else 0, "opt_D": cfg.r1_interval}
-    for name, interval in intervals.items():
+    for name, interval in _lazy_intervals(cfg).items():
         for group in getattr(state, name).param_groups:
             group["lr"] = lr * _lazy_ratio(interval)
 
@@ -106,13 +110,14 @@ def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
     G = Generator(**cfg.generator_kwargs()).to(device).train()
     D = Discriminator(cfg.resolution, 3, cfg.channel_base, cfg.channel_max).to(device).train()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    intervals = _lazy_intervals(cfg)
     return TrainState(
         config=cfg,
         G=G,
         D=D,
         G_ema=G_ema,
-        opt_G=_lazy_adam(G.parameters(), cfg, cfg.pl_interval if cfg.pl_weight else 0),
-        opt_D=_lazy_adam(D.parameters(), cfg, cfg.r1_interval),
+        opt_G=_lazy_adam(G.parameters(), cfg, intervals["opt_G"]),
+        opt_D=_lazy_adam(D.parameters(), cfg, intervals["opt_D"]),
     )
 
 
@@ -173,15 +178,20 @@ def _read_snapshot(path: Path, device: torch.device) -> dict:
     return payload
 
 
+def _restore_progress(state: TrainState, payload: dict) -> None:
+    """Counters, path-length mean and RNG: what continues a run, whatever its networks."""
+    state.iteration, state.nimg = payload["iteration"], payload["nimg"]
+    state.pl_mean, state.seconds = payload["pl_mean"], payload["seconds"]
+    torch.set_rng_state(payload["torch_rng"])
+
+
 def load_snapshot(path: Path, device: torch.device) -> TrainState:
     payload = _read_snapshot(path, device)
     state = build_state(TrainConfig(**payload["config"]), device)
     for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
         if name in payload:  # a compact snapshot has no optimiser moments
             getattr(state, name).load_state_dict(payload[name])
-    state.iteration, state.nimg = payload["iteration"], payload["nimg"]
-    state.pl_mean, state.seconds = payload["pl_mean"], payload["seconds"]
-    torch.set_rng_state(payload["torch_rng"])
+    _restore_progress(state, payload)
     return state
 
 
@@ -203,9 +213,7 @@ def grow_snapshot(
         )
     for name in ("G", "D", "G_ema"):
         widen_into(getattr(state, name), payload[name])
-    state.iteration, state.nimg = payload["iteration"], payload["nimg"]
-    state.pl_mean, state.seconds = payload["pl_mean"], payload["seconds"]
-    torch.set_rng_state(payload["torch_rng"])
+    _restore_progress(state, payload)
     return state
 
 

@@ -180,8 +180,13 @@ def sample_grid(G, rows: int = 4, cols: int = 8, seed: int = 0, truncation: floa
     return tile(generate_images(G, rows * cols, seed, truncation), rows, cols)
 
 
+def images_to_tensor(images: np.ndarray, device="cpu") -> torch.Tensor:
+    """``(N, H, W, 3)`` uint8 images as the ``(N, 3, H, W)`` [-1, 1] tensor G and D use."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2) / 127.5 - 1
+
+
 def _to_batch(images: np.ndarray, index: np.ndarray, device) -> torch.Tensor:
-    x = torch.from_numpy(images[index]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = images_to_tensor(images[index], device)
     flip = torch.rand(x.shape[0], device=device) < 0.5  # cells have no handedness
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
