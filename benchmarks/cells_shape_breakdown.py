@@ -3,7 +3,8 @@
 The quality table pools every segmented region, so two errors can cancel: merged cells
 (long, non-convex regions) raise the mean eccentricity while ordinary cells drawn too
 round lower it. This splits the regions of generated and dataset images by area, counts
-the non-convex ones (solidity < 0.9) and gives the axis lengths of the convex ones.
+the non-convex ones (solidity < 0.9) and gives the axis lengths of the convex ones, and
+their median width by length (in the dataset the width grows with the length).
 
     OMP_NUM_THREADS=1 python benchmarks/cells_shape_breakdown.py \\
         src/napari_freedrag/models/cells/weights/cells.safetensors --json shape.json
@@ -23,6 +24,7 @@ from napari_freedrag.training.cells.dataset import make_images
 from napari_freedrag.training.cells.quality import generate_images
 
 AREA_BINS = (0, 150, 250, 350, None)
+MAJOR_AXIS_BINS = (0, 16, 20, 24, 28, None)
 CONVEX_SOLIDITY = 0.9
 
 
@@ -43,6 +45,16 @@ def breakdown(images: np.ndarray) -> dict:
                 "mean_eccentricity": float(eccentricity[inside].mean()) if inside.any() else None,
             }
         )
+    by_major = []
+    for low, high in zip(MAJOR_AXIS_BINS, MAJOR_AXIS_BINS[1:], strict=False):
+        inside = (major >= low) & (major < (np.inf if high is None else high))
+        by_major.append(
+            {
+                "major_axis_px": [low, high],
+                "cells": int(inside.sum()),
+                "median_minor_axis_px": float(np.median(minor[inside])) if inside.any() else None,
+            }
+        )
     quartiles = (25, 50, 75)
     return {
         "regions": len(regions),
@@ -51,6 +63,7 @@ def breakdown(images: np.ndarray) -> dict:
         "convex_major_axis_px_quartiles": np.percentile(major, quartiles).tolist(),
         "convex_minor_axis_px_quartiles": np.percentile(minor, quartiles).tolist(),
         "convex_axis_ratio_quartiles": np.percentile(major / minor, quartiles).tolist(),
+        "convex_minor_axis_by_major_axis": by_major,
     }
 
 
@@ -60,12 +73,17 @@ def _line(name: str, row: dict) -> str:
         f"(ecc {b['mean_eccentricity']:.2f})"
         for b in row["by_area"]
     )
+    widths = " | ".join(
+        f"major {b['major_axis_px'][0]}-{b['major_axis_px'][1] or ''} px: {b['cells']}"
+        + (f" (minor {b['median_minor_axis_px']:.1f})" if b["cells"] else "")
+        for b in row["convex_minor_axis_by_major_axis"]
+    )
     ratio = row["convex_axis_ratio_quartiles"]
     return (
         f"{name}: {row['regions']} regions, {row['non_convex_regions']} non-convex | {bins} | "
         f"convex major {row['convex_major_axis_px_quartiles'][1]:.1f} px, minor "
         f"{row['convex_minor_axis_px_quartiles'][1]:.1f} px, ratio {ratio[0]:.2f}/{ratio[1]:.2f}"
-        f"/{ratio[2]:.2f}"
+        f"/{ratio[2]:.2f} | convex cells by length: {widths}"
     )
 
 
