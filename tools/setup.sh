@@ -44,7 +44,7 @@ wanted="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1) $PWD"
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]] \
   || ! .venv/bin/python -c 'import napari_freedrag' >/dev/null 2>&1; then
   echo "setup: installing napari-freedrag[qt,ldm,batch,movie,dev] into .venv (first time: a few minutes)"
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[qt,ldm,batch,movie,dev]"
+  .venv/bin/python -m pip install -q -c constraints.txt torch -e ".[qt,ldm,batch,movie,dev]"
   echo "$wanted" >"$stamp"
 fi
 echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/napari-freedrag --version))"

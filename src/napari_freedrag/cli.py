@@ -173,6 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _open_viewer(args.model)
     except (UsageError, FreeDragError) as exc:
         return _fail(str(exc))
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        # torch is not a dependency: the right build depends on the user's hardware.
+        return _fail(
+            "PyTorch is not installed: install the build for your hardware (pip install torch)"
+        )
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -85,3 +85,25 @@ def test_passthrough_commands_reach_their_own_options(command):
     assert proc.returncode == 0, proc.stderr
     assert f"usage: napari-freedrag {command}" in proc.stdout
     assert "GUI-MODULES: []" in proc.stdout
+
+
+def test_without_torch_an_edit_is_one_line_naming_what_to_install(tmp_path):
+    """torch is not a dependency (its build depends on the hardware): a user who has not
+    installed it gets one line, exit 2, and no file is written."""
+    out = tmp_path / "edit.png"
+    hide_torch = "import sys; sys.modules['torch'] = None; " + PROBE
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    proc = subprocess.run(
+        [sys.executable, "-c", hide_torch, "edit", "--seed", "0", "--drag", "30,30:30,40"]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "napari-freedrag: error: PyTorch is not installed: install the build for your hardware"
+        " (pip install torch)"
+    ]
+    assert not out.exists()
