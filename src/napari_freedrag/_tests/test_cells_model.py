@@ -43,3 +43,22 @@ def test_seeds_are_reproducible_and_distinct():
     gen = nfd.load_generator("cells", device="cpu")
     np.testing.assert_array_equal(gen.sample(3).image, gen.sample(3).image)
     assert np.abs(gen.sample(3).image.astype(int) - gen.sample(4).image).mean() > 5
+
+
+def test_quality_evaluation_of_the_shipped_weights_gives_the_documented_smds(tmp_path, capsys):
+    """``evaluate --quality-only`` (how a run's curve is followed) on the bundled export:
+    one row per file appended to the JSON, six SMDs, and the figures docs/cells-model.md
+    gives for the shipped weights (largest |SMD| 0.40, eccentricity -0.38)."""
+    from napari_freedrag.training.cells.evaluate import main
+    from napari_freedrag.training.cells.quality import MEASURES
+
+    out = tmp_path / "evaluation.json"
+    out.write_text(json.dumps([{"file": "an earlier row"}]))
+    assert main([str(bundled_weights_path()), "--quality-only", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert rows[0] == {"file": "an earlier row"} and len(rows) == 2
+    row = rows[1]
+    assert set(row["smd"]) == set(MEASURES) and "moves" not in row
+    assert row["max_abs_smd"] == max(abs(v) for v in row["smd"].values())
+    assert abs(row["max_abs_smd"] - 0.40) < 0.02 and abs(row["smd"]["eccentricity"] + 0.38) < 0.02
+    assert "cells.safetensors: kimg 138.82 max|SMD| 0.40" in capsys.readouterr().out

@@ -9,6 +9,9 @@ losing on (a).
 
     python -m napari_freedrag.training.cells.evaluate runs/cells/cells-0*kimg.safetensors \\
         --json runs/cells/evaluation.json
+
+``--quality-only`` measures (a) alone (seconds per export instead of a minute or two), to
+follow a run's curve; the moves and the sanity check then run on the exports it picks.
 """
 
 from __future__ import annotations
@@ -61,8 +64,8 @@ def move_accuracy(backend, count: int = 12) -> dict[str, Any]:
     return out
 
 
-def evaluate(path: Path, sanity_count: int = 20) -> dict[str, Any]:
-    """The three figures of one export, with its kimg and feature scale."""
+def evaluate(path: Path, sanity_count: int = 20, quality_only: bool = False) -> dict[str, Any]:
+    """The three figures of one export (or only its SMDs), with its kimg and feature scale."""
     from napari_freedrag.bench.sanity import drag_sanity
     from napari_freedrag.models.registry import load_generator
     from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
@@ -71,21 +74,37 @@ def evaluate(path: Path, sanity_count: int = 20) -> dict[str, Any]:
     began = time.perf_counter()
     info = export_info(path)
     smds = quality_smds(build_generator(*load_checkpoint(path)))
-    backend = load_generator(str(path), device="cpu")
-    moves = move_accuracy(backend)
-    sanity, _, _ = drag_sanity(backend, sanity_count, log=lambda line: None)
-    return {
+    row = {
         "file": str(path),
         "kimg": info.get("kimg"),
         "feature_scale": info.get("feature_scale"),
         "smd": smds,
         "max_abs_smd": max(abs(v) for v in smds.values()),
         "mean_abs_smd": float(np.mean([abs(v) for v in smds.values()])),
-        "moves": moves,
-        "sanity_progress_median": sanity["progress"]["median"],
-        "sanity_fraction_at_least_half": sanity["fraction_progress_at_least_0.5"],
-        "seconds": time.perf_counter() - began,
     }
+    if not quality_only:
+        backend = load_generator(str(path), device="cpu")
+        row["moves"] = move_accuracy(backend)
+        sanity, _, _ = drag_sanity(backend, sanity_count, log=lambda line: None)
+        row["sanity_progress_median"] = sanity["progress"]["median"]
+        row["sanity_fraction_at_least_half"] = sanity["fraction_progress_at_least_0.5"]
+    row["seconds"] = time.perf_counter() - began
+    return row
+
+
+def summary_line(path: Path, row: dict[str, Any]) -> str:
+    line = (
+        f"{path.name}: kimg {row['kimg']} max|SMD| {row['max_abs_smd']:.2f} "
+        f"mean|SMD| {row['mean_abs_smd']:.2f}"
+    )
+    if "moves" in row:
+        moves = row["moves"]
+        line += (
+            f" moves {moves['n']}: FreeDrag {moves['freedrag']['success_rate']:.2f} "
+            f"DragGAN {moves['draggan']['success_rate']:.2f} "
+            f"sanity {row['sanity_progress_median']:.2f}"
+        )
+    return line + f" ({row['seconds']:.0f} s)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,20 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("exports", nargs="+", type=Path, help="exported .safetensors files")
     parser.add_argument("--json", type=Path, default=None, help="append the rows to this file")
     parser.add_argument("--sanity-count", type=int, default=20)
+    parser.add_argument(
+        "--quality-only", action="store_true", help="only the SMDs: seconds per export"
+    )
     args = parser.parse_args(argv)
     rows = json.loads(args.json.read_text()) if args.json and args.json.is_file() else []
     for path in args.exports:
-        row = evaluate(path, args.sanity_count)
+        row = evaluate(path, args.sanity_count, args.quality_only)
         rows.append(row)
-        moves = row["moves"]
-        print(
-            f"{path.name}: kimg {row['kimg']} max|SMD| {row['max_abs_smd']:.2f} "
-            f"mean|SMD| {row['mean_abs_smd']:.2f} moves {moves['n']}: "
-            f"FreeDrag {moves['freedrag']['success_rate']:.2f} "
-            f"DragGAN {moves['draggan']['success_rate']:.2f} "
-            f"sanity {row['sanity_progress_median']:.2f} ({row['seconds']:.0f} s)",
-            flush=True,
-        )
+        print(summary_line(path, row), flush=True)
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1))
     return 0
