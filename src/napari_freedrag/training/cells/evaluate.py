@@ -99,9 +99,14 @@ def summary_line(path: Path, row: dict[str, Any]) -> str:
     )
     if "moves" in row:
         moves = row["moves"]
+        rates = {
+            name: "n/a"
+            if moves[name]["success_rate"] is None
+            else f"{moves[name]['success_rate']:.2f}"
+            for name in ("freedrag", "draggan")
+        }
         line += (
-            f" moves {moves['n']}: FreeDrag {moves['freedrag']['success_rate']:.2f} "
-            f"DragGAN {moves['draggan']['success_rate']:.2f} "
+            f" moves {moves['n']}: FreeDrag {rates['freedrag']} DragGAN {rates['draggan']} "
             f"sanity {row['sanity_progress_median']:.2f}"
         )
     return line + f" ({row['seconds']:.0f} s)"
