@@ -54,7 +54,9 @@ def _latents(state: TrainState, batch: int, device) -> torch.Tensor:
 
 
 def train_step(state: TrainState, reals: torch.Tensor) -> dict:
-    """One generator and one discriminator update (plus lazy R1 / path length)."""
+    """One generator and one discriminator update (plus lazy R1 / path length). The logged
+    values stay 0-dim tensors: reading them waits for the device, so :func:`train` reads
+    them only when it logs or snapshots."""
     cfg, G, D = state.config, state.G, state.D
     device, batch = reals.device, reals.shape[0]
     logs = {}
@@ -67,7 +69,7 @@ def train_step(state: TrainState, reals: torch.Tensor) -> dict:
     loss_G = F.softplus(-fake_logits).mean()
     state.opt_G.zero_grad(set_to_none=True)
     loss_G.backward()
-    logs["loss_G"] = loss_G.item()
+    logs["loss_G"] = loss_G.detach()
     if cfg.pl_weight and state.iteration % cfg.pl_interval == 0:
         logs["pl"] = _path_length_step(state, max(batch // 2, 1), device)
     state.opt_G.step()
@@ -97,24 +99,24 @@ def discriminator_step(state: TrainState, reals: torch.Tensor, with_r1: bool) ->
         (grad,) = torch.autograd.grad(real_logits.sum(), reals, create_graph=True)
         r1 = grad.square().sum(dim=(1, 2, 3)).mean()
         total = total + r1 * (cfg.r1_gamma / 2) * cfg.r1_interval
-        logs["r1"] = r1.item()
+        logs["r1"] = r1.detach()
     state.opt_D.zero_grad(set_to_none=True)
     total.backward()
     state.opt_D.step()
-    logs["loss_D"] = loss_D.item()
-    logs["real_logit"] = real_logits.mean().item()
-    logs["fake_logit"] = fake_logits_d.mean().item()
+    logs["loss_D"] = loss_D.detach()
+    logs["real_logit"] = real_logits.mean().detach()
+    logs["fake_logit"] = fake_logits_d.mean().detach()
     return logs
 
 
-def _path_length_step(state: TrainState, batch: int, device) -> float:
+def _path_length_step(state: TrainState, batch: int, device) -> torch.Tensor:
     """Accumulate StyleGAN2's path-length penalty into G's gradients; returns the length."""
     cfg = state.config
     lengths = _path_lengths(state, batch, device, create_graph=True)
     state.pl_mean = state.pl_mean.to(device).lerp(lengths.mean().detach(), 0.01)
     penalty = (lengths - state.pl_mean).square().mean() * cfg.pl_weight * cfg.pl_interval
     penalty.backward()
-    return lengths.mean().item()
+    return lengths.mean().detach()
 
 
 def _path_lengths(state: TrainState, batch: int, device, create_graph: bool) -> torch.Tensor:
@@ -214,29 +216,41 @@ def train(
         logs.update(train_step(state, _to_batch(images, index, device)))
         now = time.time()
         state.seconds = seconds_at_start + (now - start)
-        if not all(math.isfinite(v) for v in logs.values()):
-            raise DivergedError(
-                f"training diverged at iteration {state.iteration} ({logs}): resume from the "
-                "last snapshot.pt with a lower rate or a stronger R1 (--change lr=... or "
-                "--change r1_gamma=...)"
-            )
-        if state.iteration % log_every == 0:
+        due_log = state.iteration % log_every == 0
+        over_time = minutes is not None and now - start >= minutes * 60
+        due_snapshot = now - last_snapshot >= snapshot_minutes * 60 or over_time
+        if due_log or due_snapshot:
+            values = _finite_values(state, logs)
+        if due_log:
             per_iter = (now - last_log) / max(state.iteration - iter_at_log, 1)
             last_log, iter_at_log = now, state.iteration
             print(
                 f"it {state.iteration} kimg {state.nimg / 1000:.2f} {per_iter:.2f} s/it "
-                + " ".join(f"{k} {v:.3f}" for k, v in logs.items()),
+                + " ".join(f"{k} {v:.3f}" for k, v in values.items()),
                 flush=True,
             )
-        over_time = minutes is not None and now - start >= minutes * 60
-        if now - last_snapshot >= snapshot_minutes * 60 or over_time:
+        if due_snapshot:
             _write_outputs(state, out, imsave)
             last_snapshot = now
         if over_time:
             break
     else:
+        _finite_values(state, logs)
         _write_outputs(state, out, imsave)
     return state
+
+
+def _finite_values(state: TrainState, logs: dict) -> dict[str, float]:
+    """The logged values as floats, or a clear stop (before any snapshot) if one is not
+    finite: a snapshot written after a divergence would be worth nothing."""
+    values = {key: float(value) for key, value in logs.items()}
+    if not all(math.isfinite(v) for v in values.values()):
+        raise DivergedError(
+            f"training diverged by iteration {state.iteration} ({values}): resume from the "
+            "last snapshot.pt with a lower rate or a stronger R1 (--change lr=... or "
+            "--change r1_gamma=...)"
+        )
+    return values
 
 
 def _write_outputs(state: TrainState, out: Path, imsave) -> None:
