@@ -23,9 +23,9 @@ def _blur_kernel(channels: int) -> torch.Tensor:
     return kernel.expand(channels, 1, 4, 4).contiguous()
 
 
-def blur_downsample(x: torch.Tensor) -> torch.Tensor:
+def blur_downsample(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Anti-aliased 2x downsampling (a stride-2 depthwise [1,3,3,1] filter)."""
-    return F.conv2d(x, _blur_kernel(x.shape[1]).to(x), stride=2, padding=1, groups=x.shape[1])
+    return F.conv2d(x, kernel, stride=2, padding=1, groups=x.shape[1])
 
 
 class EqualConv2d(nn.Module):
@@ -35,10 +35,14 @@ class EqualConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.scale = 1.0 / math.sqrt(in_ch * kernel * kernel)
         self.activate, self.downsample, self.padding = activate, downsample, kernel // 2
+        if downsample:
+            # A buffer moves with the module (no copy to the GPU at every call); not
+            # persistent, so snapshots stay as they were.
+            self.register_buffer("blur", _blur_kernel(in_ch), persistent=False)
 
     def forward(self, x):
         if self.downsample:
-            x = blur_downsample(x)
+            x = blur_downsample(x, self.blur)
         x = F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
         return F.leaky_relu(x, 0.2) * _LRELU_GAIN if self.activate else x
 
