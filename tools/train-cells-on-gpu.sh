@@ -26,7 +26,11 @@ WORK="${WORK:-/tmp/cells-gpu}"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 rm -rf "$WORK" && mkdir -p "$WORK/narrow" "$WORK/wide" "$OUT"
 
-"$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+"$PYTHON" -c "
+import sys, torch
+print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))
+sys.exit(None if sys.argv[1] == 'cpu' or torch.cuda.is_available() else 'no CUDA device: stop')
+" "$DEVICE"
 dataset="dataset-$DATASET_SIZE-64px-seed0.npy"
 OMP_NUM_THREADS=4 "$PYTHON" -c "
 import sys, time
