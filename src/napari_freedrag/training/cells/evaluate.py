@@ -64,7 +64,9 @@ def move_accuracy(backend, count: int = 12) -> dict[str, Any]:
     return out
 
 
-def evaluate(path: Path, sanity_count: int = 20, quality_only: bool = False) -> dict[str, Any]:
+def evaluate(
+    path: Path, sanity_count: int = 20, quality_only: bool = False, move_count: int = 12
+) -> dict[str, Any]:
     """The three figures of one export (or only its SMDs), with its kimg and feature scale."""
     from napari_freedrag.bench.sanity import drag_sanity
     from napari_freedrag.models.registry import load_generator
@@ -84,7 +86,7 @@ def evaluate(path: Path, sanity_count: int = 20, quality_only: bool = False) -> 
     }
     if not quality_only:
         backend = load_generator(str(path), device="cpu")
-        row["moves"] = move_accuracy(backend)
+        row["moves"] = move_accuracy(backend, move_count)
         sanity, _, _ = drag_sanity(backend, sanity_count, log=lambda line: None)
         row["sanity_progress_median"] = sanity["progress"]["median"]
         row["sanity_fraction_at_least_half"] = sanity["fraction_progress_at_least_0.5"]
@@ -120,10 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quality-only", action="store_true", help="only the SMDs: seconds per export"
     )
+    parser.add_argument(
+        "--moves",
+        type=int,
+        default=12,
+        help="move instructions to plan (12: the benchmark's; more: a less noisy rate)",
+    )
     args = parser.parse_args(argv)
     rows = json.loads(args.json.read_text()) if args.json and args.json.is_file() else []
     for path in args.exports:
-        row = evaluate(path, args.sanity_count, args.quality_only)
+        row = evaluate(path, args.sanity_count, args.quality_only, args.moves)
         rows.append(row)
         print(summary_line(path, row), flush=True)
         if args.json:
