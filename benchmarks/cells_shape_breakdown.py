@@ -28,6 +28,23 @@ MAJOR_AXIS_BINS = (0, 16, 20, 24, 28, None)
 CONVEX_SOLIDITY = 0.9
 
 
+def _binned(values, edges, measured, statistic, names) -> list[dict]:
+    """Per bin of ``values`` (``edges``, the last one open): its bounds, how many fall in it
+    and ``statistic`` of ``measured`` over them (``None`` for an empty bin)."""
+    bounds_key, count_key, statistic_key = names
+    rows = []
+    for low, high in zip(edges, edges[1:], strict=False):
+        inside = (values >= low) & (values < (np.inf if high is None else high))
+        rows.append(
+            {
+                bounds_key: [low, high],
+                count_key: int(inside.sum()),
+                statistic_key: float(statistic(measured[inside])) if inside.any() else None,
+            }
+        )
+    return rows
+
+
 def breakdown(images: np.ndarray) -> dict:
     regions = [region for image in images for region in segment_cells(image)]
     area = np.array([r.area for r in regions], dtype=float)
@@ -35,26 +52,12 @@ def breakdown(images: np.ndarray) -> dict:
     convex = np.array([r.solidity for r in regions]) >= CONVEX_SOLIDITY
     major = np.array([r.axis_major_length for r in regions])[convex]
     minor = np.array([r.axis_minor_length for r in regions])[convex]
-    bins = []
-    for low, high in zip(AREA_BINS, AREA_BINS[1:], strict=False):
-        inside = (area >= low) & (area < (np.inf if high is None else high))
-        bins.append(
-            {
-                "area_px": [low, high],
-                "regions": int(inside.sum()),
-                "mean_eccentricity": float(eccentricity[inside].mean()) if inside.any() else None,
-            }
-        )
-    by_major = []
-    for low, high in zip(MAJOR_AXIS_BINS, MAJOR_AXIS_BINS[1:], strict=False):
-        inside = (major >= low) & (major < (np.inf if high is None else high))
-        by_major.append(
-            {
-                "major_axis_px": [low, high],
-                "cells": int(inside.sum()),
-                "median_minor_axis_px": float(np.median(minor[inside])) if inside.any() else None,
-            }
-        )
+    bins = _binned(
+        area, AREA_BINS, eccentricity, np.mean, ("area_px", "regions", "mean_eccentricity")
+    )
+    by_major = _binned(
+        major, MAJOR_AXIS_BINS, minor, np.median, ("major_axis_px", "cells", "median_minor_axis_px")
+    )
     quartiles = (25, 50, 75)
     return {
         "regions": len(regions),
