@@ -106,6 +106,28 @@ def test_a_resumed_run_can_change_its_regularisers_and_keeps_the_change(tmp_path
         assert exit_info.value.code == 2 and "--change" in capsys.readouterr().err
 
 
+def test_a_longer_ema_half_life_takes_effect_on_resume_once_the_rampup_is_off():
+    """A half-life above the rampup's cap (5 % of the images seen) would change nothing."""
+    cfg = cells_state.TrainConfig(**TINY)
+    state = cells_state.build_state(cfg, torch.device("cpu"))
+    state.nimg = 100_000  # the rampup caps the half-life at 5 kimg here
+    with torch.no_grad():
+        for p in state.G.parameters():
+            p.fill_(1.0)
+
+    def ema_step(**change):
+        state.config = cells_state.TrainConfig(**{**asdict(cfg), **change})
+        for p_ema in state.G_ema.parameters():
+            p_ema.detach().zero_()
+        cells_train._update_ema(state, batch=1000)
+        return next(state.G_ema.parameters()).flatten()[0].item()
+
+    capped = ema_step(ema_kimg=20.0)
+    assert capped == pytest.approx(ema_step(ema_kimg=5.0))  # the cap wins
+    assert ema_step(ema_kimg=20.0, ema_rampup=0.0) == pytest.approx(1 - 0.5 ** (1000 / 20_000))
+    assert cells_train.parse_change("ema_rampup=0") == ("ema_rampup", 0.0)
+
+
 def test_a_file_that_is_not_a_snapshot_is_one_error_line(tmp_path, capsys):
     from napari_freedrag.cli import main as cli_main
 

@@ -279,6 +279,7 @@ RESUMABLE_CHANGES = (
     "pl_weight",
     "augment_translation",
     "ema_kimg",
+    "ema_rampup",
 )
 
 
