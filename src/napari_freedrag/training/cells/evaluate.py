@@ -1,10 +1,11 @@
 """Evaluate exported ``cells`` generators on the three figures that decide which one ships.
 
-(a) the quality SMDs of the six measures (:mod:`.quality`, 200 images, truncation 1);
-(b) the full benchmark's move instructions (planned as ``napari-freedrag bench`` plans
-them, then only the moves run): FreeDrag's and DragGAN's success rate (segmented centroid
-within 2 px of the target) and median centroid error; (c) the drag sanity check's median
-progress (20 drags). An export ships only if it beats the current one on (b) without
+(a) the quality SMDs of the six measures (:mod:`.quality`, 600 images, truncation 1);
+(b) 36 move instructions planned as ``napari-freedrag bench`` plans its 12 (then only the
+moves run): FreeDrag's and DragGAN's success rate (segmented centroid within 2 px of the
+target) and median centroid error; (c) the drag sanity check's median progress (20
+drags). The sizes are the selection protocol of docs/cells-model.md: the benchmark's 12
+moves and 200 images could not tell exports apart from noise. An export ships only if it beats the current one on (b) without
 losing on (a).
 
     python -m napari_freedrag.training.cells.evaluate runs/cells/cells-0*kimg.safetensors \\
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 
-def quality_smds(G, count: int = 200) -> dict[str, float]:
+def quality_smds(G, count: int = 600) -> dict[str, float]:
     """SMD per measure of ``count`` generated images against as many dataset images."""
     from napari_freedrag.training.cells.dataset import make_images
     from napari_freedrag.training.cells.quality import compare, generate_images, measure_images
@@ -37,7 +38,7 @@ def quality_smds(G, count: int = 200) -> dict[str, float]:
     return {row["measure"]: float(row["smd"]) for row in rows}
 
 
-def move_accuracy(backend, count: int = 12) -> dict[str, Any]:
+def move_accuracy(backend, count: int = 36) -> dict[str, Any]:
     """Success rate and median error of both methods on the full benchmark's moves."""
     from napari_freedrag.bench.accuracy import measure, run_drag
     from napari_freedrag.bench.config import VARIANTS, full_config
@@ -65,7 +66,11 @@ def move_accuracy(backend, count: int = 12) -> dict[str, Any]:
 
 
 def evaluate(
-    path: Path, sanity_count: int = 20, quality_only: bool = False, move_count: int = 12
+    path: Path,
+    sanity_count: int = 20,
+    quality_only: bool = False,
+    move_count: int = 36,
+    smd_count: int = 600,
 ) -> dict[str, Any]:
     """The three figures of one export (or only its SMDs), with its kimg and feature scale."""
     from napari_freedrag.bench.sanity import drag_sanity
@@ -75,11 +80,12 @@ def evaluate(
 
     began = time.perf_counter()
     info = export_info(path)
-    smds = quality_smds(build_generator(*load_checkpoint(path)))
+    smds = quality_smds(build_generator(*load_checkpoint(path)), smd_count)
     row = {
         "file": str(path),
         "kimg": info.get("kimg"),
         "feature_scale": info.get("feature_scale"),
+        "smd_images": smd_count,
         "smd": smds,
         "max_abs_smd": max(abs(v) for v in smds.values()),
         "mean_abs_smd": float(np.mean([abs(v) for v in smds.values()])),
@@ -125,13 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--moves",
         type=int,
-        default=12,
-        help="move instructions to plan (12: the benchmark's; more: a less noisy rate)",
+        default=36,
+        help="move instructions to plan (the benchmark plans 12; 36 is the selection protocol)",
+    )
+    parser.add_argument(
+        "--smd-images", type=int, default=600, help="generated and dataset images for the SMDs"
     )
     args = parser.parse_args(argv)
     rows = json.loads(args.json.read_text()) if args.json and args.json.is_file() else []
     for path in args.exports:
-        row = evaluate(path, args.sanity_count, args.quality_only, args.moves)
+        row = evaluate(path, args.sanity_count, args.quality_only, args.moves, args.smd_images)
         rows.append(row)
         print(summary_line(path, row), flush=True)
         if args.json:
