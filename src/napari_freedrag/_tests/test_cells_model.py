@@ -48,17 +48,26 @@ def test_seeds_are_reproducible_and_distinct():
 def test_quality_evaluation_of_the_shipped_weights_gives_the_documented_smds(tmp_path, capsys):
     """``evaluate --quality-only`` (how a run's curve is followed) on the bundled export:
     one row per file appended to the JSON, six SMDs, and the figures docs/cells-model.md
-    gives for the shipped weights (largest |SMD| 0.40, eccentricity -0.38)."""
+    gives for the shipped weights under selection protocol v3 (600 images: largest |SMD|
+    0.46, eccentricity -0.46); the second sample is drawn from other seeds."""
     from napari_freedrag.training.cells.evaluate import main
     from napari_freedrag.training.cells.quality import MEASURES
 
     out = tmp_path / "evaluation.json"
     out.write_text(json.dumps([{"file": "an earlier row"}]))
-    assert main([str(bundled_weights_path()), "--quality-only", "--json", str(out)]) == 0
+    weights = str(bundled_weights_path())
+    assert main([weights, "--quality-only", "--json", str(out)]) == 0
+    assert main([weights, "--quality-only", "--second-sample", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
-    assert rows[0] == {"file": "an earlier row"} and len(rows) == 2
-    row = rows[1]
-    assert set(row["smd"]) == set(MEASURES) and "moves" not in row
-    assert row["max_abs_smd"] == max(abs(v) for v in row["smd"].values())
-    assert abs(row["max_abs_smd"] - 0.40) < 0.02 and abs(row["smd"]["eccentricity"] + 0.38) < 0.02
-    assert "cells.safetensors: kimg 138.82 max|SMD| 0.40" in capsys.readouterr().out
+    assert rows[0] == {"file": "an earlier row"} and len(rows) == 3
+    first, second = rows[1], rows[2]
+    assert set(first["smd"]) == set(MEASURES) and "moves" not in first
+    assert (first["smd_sample"], second["smd_sample"]) == ("first", "second")
+    assert first["smd_images"] == 600
+    assert first["max_abs_smd"] == max(abs(v) for v in first["smd"].values())
+    assert (
+        abs(first["max_abs_smd"] - 0.46) < 0.02 and abs(first["smd"]["eccentricity"] + 0.46) < 0.02
+    )
+    assert second["smd"] != first["smd"]
+    assert all(abs(second["smd"][m] - first["smd"][m]) < 0.15 for m in MEASURES)
+    assert "cells.safetensors: kimg 138.82 max|SMD| 0.46" in capsys.readouterr().out
