@@ -4,7 +4,8 @@ The quality table pools every segmented region, so two errors can cancel: merged
 (long, non-convex regions) raise the mean eccentricity while ordinary cells drawn too
 round lower it. This splits the regions of generated and dataset images by area, counts
 the non-convex ones (solidity < 0.9) and gives the axis lengths of the convex ones, and
-their median width by length (in the dataset the width grows with the length).
+their median width (and their nucleus's) by length (in the dataset the width grows with
+the length) and their median axis ratio by area.
 
     OMP_NUM_THREADS=1 python benchmarks/cells_shape_breakdown.py \\
         src/napari_freedrag/models/cells/weights/cells.safetensors --json shape.json
@@ -17,6 +18,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+from skimage.filters import threshold_otsu
+from skimage.measure import label, regionprops
 
 from napari_freedrag.cellseg import segment_cells
 from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
@@ -45,18 +48,41 @@ def _binned(values, edges, measured, statistic, names) -> list[dict]:
     return rows
 
 
+def nucleus_minor_axis(image: np.ndarray, region) -> float:
+    """Width of the brightest blue blob inside a cell (Otsu within the cell), NaN if none:
+    tells whether a cell drawn too wide has a wide nucleus or a wide cytoplasm."""
+    rows, cols = region.slice
+    blue = image[rows, cols, 2].astype(float)[region.image]
+    if np.ptp(blue) < 10:
+        return float("nan")
+    nucleus = np.zeros(region.image.shape, dtype=bool)
+    nucleus[region.image] = blue > threshold_otsu(blue)
+    blobs = regionprops(label(nucleus))
+    return max(blobs, key=lambda b: b.area).axis_minor_length if blobs else float("nan")
+
+
 def breakdown(images: np.ndarray) -> dict:
-    regions = [region for image in images for region in segment_cells(image)]
+    pairs = [(image, region) for image in images for region in segment_cells(image)]
+    regions = [region for _, region in pairs]
     area = np.array([r.area for r in regions], dtype=float)
     eccentricity = np.array([r.eccentricity for r in regions])
     convex = np.array([r.solidity for r in regions]) >= CONVEX_SOLIDITY
     major = np.array([r.axis_major_length for r in regions])[convex]
     minor = np.array([r.axis_minor_length for r in regions])[convex]
+    nucleus = np.array(
+        [nucleus_minor_axis(i, r) for (i, r), c in zip(pairs, convex, strict=True) if c]
+    )
     bins = _binned(
         area, AREA_BINS, eccentricity, np.mean, ("area_px", "regions", "mean_eccentricity")
     )
     by_major = _binned(
         major, MAJOR_AXIS_BINS, minor, np.median, ("major_axis_px", "cells", "median_minor_axis_px")
+    )
+    nucleus_by_major = _binned(
+        major, MAJOR_AXIS_BINS, nucleus, np.nanmedian, ("major_axis_px", "cells", "median_px")
+    )
+    ratio_by_area = _binned(
+        area[convex], AREA_BINS, major / minor, np.median, ("area_px", "cells", "median_ratio")
     )
     quartiles = (25, 50, 75)
     return {
@@ -67,6 +93,8 @@ def breakdown(images: np.ndarray) -> dict:
         "convex_minor_axis_px_quartiles": np.percentile(minor, quartiles).tolist(),
         "convex_axis_ratio_quartiles": np.percentile(major / minor, quartiles).tolist(),
         "convex_minor_axis_by_major_axis": by_major,
+        "convex_nucleus_minor_axis_by_major_axis": nucleus_by_major,
+        "convex_axis_ratio_by_area": ratio_by_area,
     }
 
 
@@ -78,15 +106,28 @@ def _line(name: str, row: dict) -> str:
     )
     widths = " | ".join(
         f"major {b['major_axis_px'][0]}-{b['major_axis_px'][1] or ''} px: {b['cells']}"
-        + (f" (minor {b['median_minor_axis_px']:.1f})" if b["cells"] else "")
-        for b in row["convex_minor_axis_by_major_axis"]
+        + (
+            f" (minor {b['median_minor_axis_px']:.1f}, nucleus {n['median_px']:.1f})"
+            if b["cells"]
+            else ""
+        )
+        for b, n in zip(
+            row["convex_minor_axis_by_major_axis"],
+            row["convex_nucleus_minor_axis_by_major_axis"],
+            strict=True,
+        )
+    )
+    ratios = " | ".join(
+        f"{b['area_px'][0]}-{b['area_px'][1] or ''} px: {b['median_ratio']:.2f}"
+        for b in row["convex_axis_ratio_by_area"]
+        if b["cells"]
     )
     ratio = row["convex_axis_ratio_quartiles"]
     return (
         f"{name}: {row['regions']} regions, {row['non_convex_regions']} non-convex | {bins} | "
         f"convex major {row['convex_major_axis_px_quartiles'][1]:.1f} px, minor "
         f"{row['convex_minor_axis_px_quartiles'][1]:.1f} px, ratio {ratio[0]:.2f}/{ratio[1]:.2f}"
-        f"/{ratio[2]:.2f} | convex cells by length: {widths}"
+        f"/{ratio[2]:.2f} | convex cells by length: {widths} | axis ratio by area: {ratios}"
     )
 
 
