@@ -1,6 +1,6 @@
 """The napari experience: the FreeDrag dock widget, its layers, Run / Stop, bad input.
 
-A tiny random-weight StyleGAN2 (32 px, about 0.1 s a step) stands in for a trained model:
+A tiny random-weight StyleGAN2 (32 px, a few milliseconds a step) stands in for a trained model:
 these tests check what the user sees in the viewer, not picture quality.
 """
 
@@ -18,6 +18,28 @@ napari = pytest.importorskip("napari")
 
 def tiny_backend():
     return random_backend(TINY, "tiny")
+
+
+class PacedBackend(BackendWrapper):
+    """The tiny model at a real model's pace (50 ms a step): a whole drag of it takes
+    0.15 s, less than the display's first shows, so Stop could not land mid-run."""
+
+    def session(self, start, mask, method):
+        return PacedSession(self.inner.session(start, mask, method))
+
+
+class PacedSession:
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def features(self, latent, boxes=None):
+        import time
+
+        time.sleep(0.05)
+        return self._inner.features(latent, boxes)
 
 
 class BrokenBackend(BackendWrapper):
@@ -154,6 +176,8 @@ def test_steps_are_shown_less_often_when_repaints_are_slow():
 
 def test_stop_keeps_at_most_one_step_beyond_the_last_shown(widget, qtbot):
     controller = widget.controller
+    edit = controller.history[0]
+    edit.backend = PacedBackend(edit.backend)
     owned(widget, L.HANDLES).add([[10.0, 10.0]])
     owned(widget, L.TARGETS).add([[10.0, 30.0]])
     widget.max_steps.value = 500

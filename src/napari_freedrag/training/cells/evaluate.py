@@ -5,8 +5,8 @@
 moves run): FreeDrag's and DragGAN's success rate (segmented centroid within 2 px of the
 target) and median centroid error; (c) the drag sanity check's median progress (20
 drags). The sizes are the selection protocol of docs/cells-model.md: the benchmark's 12
-moves and 200 images could not tell exports apart from noise. An export ships only if it
-beats the current one on (b) without losing on (a).
+moves and 200 images could not tell exports apart from noise; its rule v3 says which
+export ships (more moves without losing quality, or better quality without losing moves).
 
     python -m napari_freedrag.training.cells.evaluate runs/cells/cells-0*kimg.safetensors \\
         --json runs/cells/evaluation.json
