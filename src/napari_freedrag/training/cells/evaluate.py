@@ -26,8 +26,13 @@ from typing import Any
 
 import numpy as np
 
+#: Selection protocol v3 (docs/cells-model.md): images per set for the SMDs and move
+#: instructions planned, large enough that exports differ by more than sampling noise.
+SMD_IMAGES = 600
+MOVE_INSTRUCTIONS = 36
 
-def quality_smds(G, count: int = 600, second_sample: bool = False) -> dict[str, float]:
+
+def quality_smds(G, count: int = SMD_IMAGES, second_sample: bool = False) -> dict[str, float]:
     """SMD per measure of ``count`` generated images against as many dataset images.
 
     ``second_sample`` draws both sets from seeds disjoint from the first (the rule's
@@ -42,7 +47,7 @@ def quality_smds(G, count: int = 600, second_sample: bool = False) -> dict[str, 
     return {row["measure"]: float(row["smd"]) for row in rows}
 
 
-def move_accuracy(backend, count: int = 36) -> dict[str, Any]:
+def move_accuracy(backend, count: int = MOVE_INSTRUCTIONS) -> dict[str, Any]:
     """Success rate and median error of both methods on the full benchmark's moves."""
     from napari_freedrag.bench.accuracy import measure, run_drag
     from napari_freedrag.bench.config import VARIANTS, full_config
@@ -73,8 +78,8 @@ def evaluate(
     path: Path,
     sanity_count: int = 20,
     quality_only: bool = False,
-    move_count: int = 36,
-    smd_count: int = 600,
+    move_count: int = MOVE_INSTRUCTIONS,
+    smd_count: int = SMD_IMAGES,
     second_sample: bool = False,
 ) -> dict[str, Any]:
     """The three figures of one export (or only its SMDs), with its kimg and feature scale."""
@@ -137,11 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--moves",
         type=int,
-        default=36,
+        default=MOVE_INSTRUCTIONS,
         help="move instructions to plan (the benchmark plans 12; 36 is the selection protocol)",
     )
     parser.add_argument(
-        "--smd-images", type=int, default=600, help="generated and dataset images for the SMDs"
+        "--smd-images",
+        type=int,
+        default=SMD_IMAGES,
+        help="generated and dataset images for the SMDs",
     )
     parser.add_argument(
         "--second-sample",
