@@ -14,12 +14,12 @@ into a narrow W lowers. Seconds per export.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from napari_freedrag.io import write_report
 from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
 from napari_freedrag.training.cells.dataset import make_images
 from napari_freedrag.training.cells.quality import generate_images
@@ -50,11 +50,11 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=400, help="images in each set")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    dataset_spread = pixel_spread(make_images(args.count, seed=10_000, size=64))
+    dataset_spread = pixel_spread(make_images(args.count, seed=10_000))
     print(f"dataset: per-pixel SD across {args.count} images {dataset_spread:.1f}")
     rows = []
     for export in args.exports:
-        row = probe(export, args.count) | {"pixel_sd_dataset": dataset_spread}
+        row = probe(export, args.count)
         rows.append(row)
         print(
             f"{export}: kimg {row['kimg']}  per-pixel SD {row['pixel_sd_generated']:.1f}  "
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             flush=True,
         )
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        write_report(args.json, {"pixel_sd_dataset": dataset_spread, "exports": rows})
     return 0
 
 

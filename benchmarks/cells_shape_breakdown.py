@@ -14,7 +14,6 @@ the length) and their median axis ratio by area.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 
 from napari_freedrag.cellseg import segment_cells
+from napari_freedrag.io import write_report
 from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
 from napari_freedrag.training.cells.dataset import make_images
 from napari_freedrag.training.cells.quality import generate_images
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         rows[str(path)] = breakdown(generate_images(G, args.count, seed=0))
         print(_line(path.name, rows[str(path)]), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        write_report(args.json, rows)
     return 0
 
 
