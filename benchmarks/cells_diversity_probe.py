@@ -22,7 +22,7 @@ import torch
 from napari_freedrag.io import write_report
 from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
 from napari_freedrag.training.cells.dataset import make_images
-from napari_freedrag.training.cells.quality import generate_images
+from napari_freedrag.training.cells.quality import DATASET_SEED, GENERATED_SEED, generate_images
 from napari_freedrag.training.cells.state import export_info
 
 
@@ -40,7 +40,7 @@ def probe(export: Path, count: int) -> dict:
         "file": str(export),
         "kimg": export_info(export).get("kimg"),
         "w_relative_spread": float(w.std(0).norm() / w.mean(0).norm()),
-        "pixel_sd_generated": pixel_spread(generate_images(G, count, seed=0)),
+        "pixel_sd_generated": pixel_spread(generate_images(G, count, seed=GENERATED_SEED)),
     }
 
 
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=400, help="images in each set")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    dataset_spread = pixel_spread(make_images(args.count, seed=10_000))
+    dataset_spread = pixel_spread(make_images(args.count, seed=DATASET_SEED))
     print(f"dataset: per-pixel SD across {args.count} images {dataset_spread:.1f}")
     rows = []
     for export in args.exports:

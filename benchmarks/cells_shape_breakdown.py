@@ -24,7 +24,7 @@ from napari_freedrag.cellseg import segment_cells
 from napari_freedrag.io import write_report
 from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
 from napari_freedrag.training.cells.dataset import make_images
-from napari_freedrag.training.cells.quality import generate_images
+from napari_freedrag.training.cells.quality import DATASET_SEED, GENERATED_SEED, generate_images
 
 AREA_BINS = (0, 150, 250, 350, None)
 MAJOR_AXIS_BINS = (0, 16, 20, 24, 28, None)
@@ -137,11 +137,11 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=400, help="images in each set")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    rows = {"dataset": breakdown(make_images(args.count, seed=10_000))}
+    rows = {"dataset": breakdown(make_images(args.count, seed=DATASET_SEED))}
     print(_line("dataset", rows["dataset"]), flush=True)
     for path in args.exports:
         G = build_generator(*load_checkpoint(path))
-        rows[str(path)] = breakdown(generate_images(G, args.count, seed=0))
+        rows[str(path)] = breakdown(generate_images(G, args.count, seed=GENERATED_SEED))
         print(_line(path.name, rows[str(path)]), flush=True)
     if args.json:
         write_report(args.json, rows)

@@ -38,9 +38,17 @@ def quality_smds(G, count: int = SMD_IMAGES, second_sample: bool = False) -> dic
     ``second_sample`` draws both sets from seeds disjoint from the first (the rule's
     confirmation of a chosen export, so that the best of many is not a lucky sample)."""
     from napari_freedrag.training.cells.dataset import make_images
-    from napari_freedrag.training.cells.quality import compare, generate_images, measure_images
+    from napari_freedrag.training.cells.quality import (
+        DATASET_SEED,
+        GENERATED_SEED,
+        compare,
+        generate_images,
+        measure_images,
+    )
 
-    generated_seed, dataset_seed = (count, 20_000) if second_sample else (0, 10_000)
+    generated_seed, dataset_seed = (GENERATED_SEED, DATASET_SEED)
+    if second_sample:
+        generated_seed, dataset_seed = GENERATED_SEED + count, 2 * DATASET_SEED
     generated = generate_images(G, count, seed=generated_seed, truncation=1.0)
     real = make_images(count, seed=dataset_seed, size=generated.shape[1])
     rows = compare(measure_images(real), measure_images(generated))

@@ -20,6 +20,12 @@ from napari_freedrag.imaging import model_pixels_to_uint8
 
 MEASURES = ("cells_per_image", "area", "eccentricity", "mean_red", "mean_green", "mean_blue")
 
+#: Seeds of the two sets every cells comparison draws: generated z from one, dataset
+#: images from another that training (seeds 0, 1, ...) never uses, so figures from
+#: different tools and sessions compare the same images.
+GENERATED_SEED = 0
+DATASET_SEED = 10_000
+
 
 def measure_images(images) -> dict[str, np.ndarray]:
     """Per-image cell counts and per-cell shape and intensity measures, pooled."""
@@ -127,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     G = build_generator(*load_checkpoint(args.weights or bundled_weights_path())).eval()
-    generated = generate_images(G, args.count, seed=0, truncation=args.truncation)
-    real = make_images(args.count, seed=10_000, size=generated.shape[1])
+    generated = generate_images(G, args.count, seed=GENERATED_SEED, truncation=args.truncation)
+    real = make_images(args.count, seed=DATASET_SEED, size=generated.shape[1])
     print(markdown_table(compare(measure_images(real), measure_images(generated))))
     if args.grid is not None:
         args.grid.parent.mkdir(parents=True, exist_ok=True)
