@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_freedrag.errors import InputError
 from napari_freedrag.io import write_report
 from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
 from napari_freedrag.training.cells.dataset import make_images
 from napari_freedrag.training.cells.quality import DATASET_SEED, GENERATED_SEED, generate_images
-from napari_freedrag.training.cells.state import export_info
+from napari_freedrag.training.cells.state import export_info, trained_min_semi_minor
 
 
 def pixel_spread(images: np.ndarray) -> float:
@@ -50,7 +51,11 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=400, help="images in each set")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    dataset_spread = pixel_spread(make_images(args.count, seed=DATASET_SEED))
+    try:
+        variant = trained_min_semi_minor(args.exports)
+    except InputError as exc:
+        parser.error(str(exc))
+    dataset_spread = pixel_spread(make_images(args.count, DATASET_SEED, min_semi_minor=variant))
     print(f"dataset: per-pixel SD across {args.count} images {dataset_spread:.1f}")
     rows = []
     for export in args.exports:

@@ -21,10 +21,12 @@ from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 
 from napari_freedrag.cellseg import segment_cells
+from napari_freedrag.errors import InputError
 from napari_freedrag.io import write_report
 from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
 from napari_freedrag.training.cells.dataset import make_images
 from napari_freedrag.training.cells.quality import DATASET_SEED, GENERATED_SEED, generate_images
+from napari_freedrag.training.cells.state import trained_min_semi_minor
 
 AREA_BINS = (0, 150, 250, 350, None)
 MAJOR_AXIS_BINS = (0, 16, 20, 24, 28, None)
@@ -137,7 +139,11 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=400, help="images in each set")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    rows = {"dataset": breakdown(make_images(args.count, seed=DATASET_SEED))}
+    try:
+        variant = trained_min_semi_minor(args.exports)
+    except InputError as exc:
+        parser.error(str(exc))
+    rows = {"dataset": breakdown(make_images(args.count, DATASET_SEED, min_semi_minor=variant))}
     print(_line("dataset", rows["dataset"]), flush=True)
     for path in args.exports:
         G = build_generator(*load_checkpoint(path))

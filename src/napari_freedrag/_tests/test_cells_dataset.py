@@ -10,6 +10,7 @@ from napari_freedrag.cellseg import segment_cells
 from napari_freedrag.training.cells.dataset import (
     MAX_CELLS,
     MIN_CELLS,
+    MIN_SEMI_MINOR,
     cached_images,
     make_cell_image,
     make_images,
@@ -72,3 +73,24 @@ def test_dataset_cache_is_written_once(tmp_path):
     first = cached_images(path, 6, seed=5)
     assert path.exists()
     np.testing.assert_array_equal(cached_images(path, 6, seed=5), first)
+
+
+def test_a_wider_minimum_drops_the_thin_cells_and_nothing_else():
+    def cells(min_semi_minor):
+        return [
+            cell
+            for seed in range(60)
+            for cell in make_cell_image(seed, min_semi_minor=min_semi_minor).cells
+        ]
+
+    original, wide = cells(MIN_SEMI_MINOR), cells(5.0)
+    assert min(c.semi_axes[1] for c in original) < 4.5  # the original has thin cells
+    assert min(c.semi_axes[1] for c in wide) >= 5.0 - 1e-9
+    # Same counts and sizes: only how elongated the narrow ones may be changes.
+    assert len(wide) == len(original)
+    np.testing.assert_allclose([c.semi_axes[0] for c in wide], [c.semi_axes[0] for c in original])
+    assert np.median([c.semi_axes[0] / c.semi_axes[1] for c in wide]) < np.median(
+        [c.semi_axes[0] / c.semi_axes[1] for c in original]
+    )
+    with pytest.raises(ValueError, match="min_semi_minor"):
+        make_cell_image(0, min_semi_minor=8.0)

@@ -297,3 +297,23 @@ def test_a_run_grown_wider_draws_and_judges_as_before_then_learns_on(tmp_path, c
     assert new_rows.abs().sum() > 0 and torch.isfinite(grown.G.synthesis.b16.conv1.weight).all()
     with pytest.raises(InputError, match="nothing to grow"):
         cells_state.grow_snapshot(snapshot, 128, 32, torch.device("cpu"))
+
+
+def test_a_run_on_a_dataset_variant_is_measured_against_that_variant(tmp_path, capsys):
+    from napari_freedrag.cli import main as cli_main
+    from napari_freedrag.training.cells.dataset import MIN_SEMI_MINOR
+
+    wide, original = tmp_path / "wide", tmp_path / "original"
+    run = ["--kimg", "0.004", *TINY_ARGS]
+    assert cells_train.main(["--out", str(wide), "--min-semi-minor", "5", *run]) == 0
+    assert cells_train.main(["--out", str(original), *run]) == 0
+    assert [p.name for p in wide.glob("dataset-*.npy")] == ["dataset-8-16px-seed0-minor5.npy"]
+    wide_export, original_export = wide / "cells.safetensors", original / "cells.safetensors"
+    assert cells_state.trained_min_semi_minor([wide_export]) == 5.0
+    assert cells_state.trained_min_semi_minor([original_export]) == MIN_SEMI_MINOR
+    with pytest.raises(InputError, match="different datasets"):
+        cells_state.trained_min_semi_minor([wide_export, original_export])
+
+    assert cli_main(["train-cells", "--out", str(tmp_path / "bad"), "--min-semi-minor", "9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "min_semi_minor" in err[-1] and not (tmp_path / "bad" / "config.json").exists()

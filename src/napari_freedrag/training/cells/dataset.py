@@ -18,6 +18,21 @@ from skimage.filters import gaussian
 
 IMAGE_SIZE = 64
 MIN_CELLS, MAX_CELLS = 1, 4
+# The narrowest cell's semi-minor axis at 64 px. With semi-major axes of 7-13 px and
+# elongations of 1-2 the original dataset's narrowest is 3.5 px, so this default draws the
+# very images it always drew; a larger value makes small cells less elongated (a dataset
+# variant whose thin cells a small generator need not learn, see docs/cells-model.md).
+MIN_SEMI_MINOR = 3.5
+SMALLEST_SEMI_MAJOR, LARGEST_SEMI_MAJOR = 7.0, 13.0
+
+
+def check_min_semi_minor(value: float) -> None:
+    """A narrowest width every cell can have: at most the smallest semi-major axis."""
+    if not 0 < value <= SMALLEST_SEMI_MAJOR:
+        raise ValueError(
+            f"min_semi_minor must lie in (0, {SMALLEST_SEMI_MAJOR:g}] px, the smallest "
+            f"semi-major axis; got {value:g}"
+        )
 
 
 @dataclass(frozen=True)
@@ -57,13 +72,16 @@ def _random_harmonics(rng, strength):
     return [(k, rng.uniform(0, strength) / k, rng.uniform(0, 2 * np.pi)) for k in (2, 3, 4)]
 
 
-def _place_cells(rng, size, count):
+def _place_cells(rng, size, count, min_semi_minor):
     """Cell centres, sizes and angles that keep cells inside the image and apart."""
     placed = []
     for _ in range(count):
         for _attempt in range(60):
-            major = rng.uniform(7.0, 13.0) * size / IMAGE_SIZE  # cells scale with the image
-            minor = major / rng.uniform(1.0, 2.0)
+            major_64 = rng.uniform(SMALLEST_SEMI_MAJOR, LARGEST_SEMI_MAJOR)
+            # One draw whatever the bound, so the default reproduces the original images.
+            elongation = rng.uniform(1.0, min(2.0, major_64 / min_semi_minor))
+            major = major_64 * size / IMAGE_SIZE  # cells scale with the image
+            minor = major / elongation
             margin = major * 0.8 + 1
             center = rng.uniform(margin, size - 1 - margin, size=2)
             if all(
@@ -74,8 +92,13 @@ def _place_cells(rng, size, count):
     return placed
 
 
-def make_cell_image(seed: int | np.random.Generator, size: int = IMAGE_SIZE) -> CellImage:
+def make_cell_image(
+    seed: int | np.random.Generator,
+    size: int = IMAGE_SIZE,
+    min_semi_minor: float = MIN_SEMI_MINOR,
+) -> CellImage:
     """One image with its ground truth; the same seed always gives the same image."""
+    check_min_semi_minor(min_semi_minor)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
     channels = np.zeros((3, size, size))
@@ -85,7 +108,7 @@ def make_cell_image(seed: int | np.random.Generator, size: int = IMAGE_SIZE) -> 
 
     cells = []
     for center, semi_axes, orientation in _place_cells(
-        rng, size, rng.integers(MIN_CELLS, MAX_CELLS + 1)
+        rng, size, rng.integers(MIN_CELLS, MAX_CELLS + 1), min_semi_minor
     ):
         mask = _wobbly_ellipse(
             rows, cols, center, semi_axes, orientation, _random_harmonics(rng, 0.12)
@@ -141,23 +164,31 @@ def make_cell_image(seed: int | np.random.Generator, size: int = IMAGE_SIZE) -> 
     )
 
 
-def make_images(count: int, seed: int = 0, size: int = IMAGE_SIZE) -> np.ndarray:
+def make_images(
+    count: int, seed: int = 0, size: int = IMAGE_SIZE, min_semi_minor: float = MIN_SEMI_MINOR
+) -> np.ndarray:
     """``count`` images as one ``(count, H, W, 3)`` uint8 array (geometry dropped)."""
     rng = np.random.default_rng(seed)
     out = np.empty((count, size, size, 3), dtype=np.uint8)
     for i in range(count):
-        out[i] = make_cell_image(rng, size).image
+        out[i] = make_cell_image(rng, size, min_semi_minor).image
     return out
 
 
-def cached_images(path: Path | str, count: int, seed: int = 0, size: int = IMAGE_SIZE):
+def cached_images(
+    path: Path | str,
+    count: int,
+    seed: int = 0,
+    size: int = IMAGE_SIZE,
+    min_semi_minor: float = MIN_SEMI_MINOR,
+):
     """The training set, generated once into a ``.npy`` file and reused afterwards."""
     path = Path(path)
     if path.exists():
         images = np.load(path, mmap_mode=None)
         if images.shape == (count, size, size, 3):
             return images
-    images = make_images(count, seed, size)
+    images = make_images(count, seed, size, min_semi_minor)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, images)
     return images

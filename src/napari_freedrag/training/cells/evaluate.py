@@ -26,18 +26,25 @@ from typing import Any
 
 import numpy as np
 
+from napari_freedrag.training.cells.dataset import MIN_SEMI_MINOR, make_images
+
 #: Selection protocol v3 (docs/cells-model.md): images per set for the SMDs and move
 #: instructions planned, large enough that exports differ by more than sampling noise.
 SMD_IMAGES = 600
 MOVE_INSTRUCTIONS = 36
 
 
-def quality_smds(G, count: int = SMD_IMAGES, second_sample: bool = False) -> dict[str, float]:
-    """SMD per measure of ``count`` generated images against as many dataset images.
+def quality_smds(
+    G,
+    count: int = SMD_IMAGES,
+    second_sample: bool = False,
+    min_semi_minor: float = MIN_SEMI_MINOR,
+) -> dict[str, float]:
+    """SMD per measure of ``count`` generated images against as many dataset images (of
+    the variant ``min_semi_minor`` the generator was trained on).
 
     ``second_sample`` draws both sets from seeds disjoint from the first (the rule's
     confirmation of a chosen export, so that the best of many is not a lucky sample)."""
-    from napari_freedrag.training.cells.dataset import make_images
     from napari_freedrag.training.cells.quality import (
         DATASET_SEED,
         GENERATED_SEED,
@@ -50,7 +57,7 @@ def quality_smds(G, count: int = SMD_IMAGES, second_sample: bool = False) -> dic
     if second_sample:
         generated_seed, dataset_seed = GENERATED_SEED + count, 2 * DATASET_SEED
     generated = generate_images(G, count, seed=generated_seed, truncation=1.0)
-    real = make_images(count, seed=dataset_seed, size=generated.shape[1])
+    real = make_images(count, dataset_seed, generated.shape[1], min_semi_minor)
     rows = compare(measure_images(real), measure_images(generated))
     return {row["measure"]: float(row["smd"]) for row in rows}
 
@@ -94,17 +101,20 @@ def evaluate(
     from napari_freedrag.bench.sanity import drag_sanity
     from napari_freedrag.models.registry import load_generator
     from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
-    from napari_freedrag.training.cells.state import export_info
+    from napari_freedrag.training.cells.state import export_info, trained_min_semi_minor
 
     began = time.perf_counter()
     info = export_info(path)
-    smds = quality_smds(build_generator(*load_checkpoint(path)), smd_count, second_sample)
+    min_semi_minor = trained_min_semi_minor([path])
+    G = build_generator(*load_checkpoint(path))
+    smds = quality_smds(G, smd_count, second_sample, min_semi_minor)
     row = {
         "file": str(path),
         "kimg": info.get("kimg"),
         "feature_scale": info.get("feature_scale"),
         "smd_images": smd_count,
         "smd_sample": "second" if second_sample else "first",
+        "dataset_min_semi_minor": min_semi_minor,
         "smd": smds,
         "max_abs_smd": max(abs(v) for v in smds.values()),
         "mean_abs_smd": float(np.mean([abs(v) for v in smds.values()])),

@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_freedrag.models.cells import bundled_weights_path
     from napari_freedrag.models.stylegan2.checkpoint import build_generator, load_checkpoint
     from napari_freedrag.training.cells.dataset import make_images
+    from napari_freedrag.training.cells.state import trained_min_semi_minor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=None, help="default: bundled weights")
@@ -132,9 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=Path, default=None, help="write a sample grid PNG here")
     args = parser.parse_args(argv)
 
-    G = build_generator(*load_checkpoint(args.weights or bundled_weights_path())).eval()
+    weights = args.weights or bundled_weights_path()
+    G = build_generator(*load_checkpoint(weights)).eval()
     generated = generate_images(G, args.count, seed=GENERATED_SEED, truncation=args.truncation)
-    real = make_images(args.count, seed=DATASET_SEED, size=generated.shape[1])
+    variant = trained_min_semi_minor([weights])  # the dataset it was trained on
+    real = make_images(args.count, DATASET_SEED, generated.shape[1], variant)
     print(markdown_table(compare(measure_images(real), measure_images(generated))))
     if args.grid is not None:
         args.grid.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from napari_freedrag.errors import InputError
+from napari_freedrag.training.cells.dataset import MIN_SEMI_MINOR
 from napari_freedrag.training.cells.discriminator import Discriminator
 
 
@@ -45,6 +46,8 @@ class TrainConfig:
     ema_rampup: float = 0.05
     dataset_size: int = 20000
     seed: int = 0
+    # The dataset variant (dataset.MIN_SEMI_MINOR draws the original images).
+    min_semi_minor: float = MIN_SEMI_MINOR
 
     def generator_kwargs(self) -> dict:
         """Constructor kwargs of the generator, also the exported ``.json``."""
@@ -270,6 +273,22 @@ def export_generator(state: TrainState, stem: Path) -> Path:
 def export_info(path: Path) -> dict:
     """The provenance an export's ``.json`` carries (kimg, feature scale, ...)."""
     return json.loads(Path(path).with_suffix(".json").read_text()).get("info", {})
+
+
+def trained_min_semi_minor(paths) -> float:
+    """The dataset variant the exports were trained on, so that they are measured against
+    it (exports older than the variants: the original dataset). Exports of different
+    variants cannot share one dataset sample: that is an input error."""
+    variants = {
+        float(export_info(p).get("training_config", {}).get("min_semi_minor", MIN_SEMI_MINOR))
+        for p in paths
+    }
+    if len(variants) > 1:
+        raise InputError(
+            f"these exports were trained on different datasets (min_semi_minor "
+            f"{sorted(variants)}): measure each variant's exports separately"
+        )
+    return variants.pop() if variants else MIN_SEMI_MINOR
 
 
 def recalibrate_export(path: Path, stem: Path) -> Path:

@@ -26,7 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from napari_freedrag.errors import DivergedError, InputError
-from napari_freedrag.training.cells.dataset import cached_images
+from napari_freedrag.training.cells.dataset import (
+    MIN_SEMI_MINOR,
+    cached_images,
+    check_min_semi_minor,
+)
 from napari_freedrag.training.cells.quality import generate_images, tile
 from napari_freedrag.training.cells.state import (
     TrainConfig,
@@ -356,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr",
         "dataset_size",
         "seed",
+        "min_semi_minor",
     ):
         parser.add_argument(
             f"--{name.replace('_', '-')}",
@@ -375,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         changes = [parse_change(text) for text in args.change]  # all checked before any work
-    except InputError as exc:
+        check_min_semi_minor(args.min_semi_minor)
+    except (InputError, ValueError) as exc:
         parser.error(str(exc))
     args.out.mkdir(parents=True, exist_ok=True)
     if continued is not None:
@@ -401,8 +407,9 @@ def main(argv: list[str] | None = None) -> int:
             state = build_state(cfg, device)
     cfg = state.config
     (args.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    cache = args.out / f"dataset-{cfg.dataset_size}-{cfg.resolution}px-seed{cfg.seed}.npy"
-    images = cached_images(cache, cfg.dataset_size, cfg.seed, cfg.resolution)
+    variant = "" if cfg.min_semi_minor == MIN_SEMI_MINOR else f"-minor{cfg.min_semi_minor:g}"
+    cache = args.out / f"dataset-{cfg.dataset_size}-{cfg.resolution}px-seed{cfg.seed}{variant}.npy"
+    images = cached_images(cache, cfg.dataset_size, cfg.seed, cfg.resolution, cfg.min_semi_minor)
     n_g = sum(p.numel() for p in state.G.parameters())
     n_d = sum(p.numel() for p in state.D.parameters())
     print(
