@@ -30,8 +30,12 @@ from napari_freedrag.training.cells.train import images_to_tensor
 def probe(snapshot: Path, count: int) -> dict:
     state = load_snapshot(snapshot, torch.device("cpu"))
     cfg = state.config
-    seen = make_images(count, cfg.seed, cfg.resolution)  # the training set's first images
-    unseen = [make_cell_image(s, cfg.resolution) for s in range(50_000, 50_000 + count)]
+    # The training set's first images, and unseen ones of the same dataset variant.
+    seen = make_images(count, cfg.seed, cfg.resolution, cfg.min_semi_minor)
+    unseen = [
+        make_cell_image(s, cfg.resolution, cfg.min_semi_minor)
+        for s in range(50_000, 50_000 + count)
+    ]
     eccentricity = [
         np.mean([np.sqrt(1 - (c.semi_axes[1] / c.semi_axes[0]) ** 2) for c in item.cells])
         for item in unseen

@@ -24,10 +24,17 @@ import numpy as np
 import torch
 
 import napari_freedrag as nfd
+from napari_freedrag.models.cells import bundled_weights_path
 from napari_freedrag.training.cells.dataset import make_cell_image
+from napari_freedrag.training.cells.state import trained_min_semi_minor
 
 #: Seeds of the held-out images (tests use 0-99; training draws from one stream of seed 0).
 HELD_OUT_SEEDS = range(9001, 9100)
+
+
+def held_out_image(seed: int):
+    """A held-out image of the dataset variant the bundled weights were trained on."""
+    return make_cell_image(seed, min_semi_minor=trained_min_semi_minor([bundled_weights_path()]))
 
 
 def measure(gen, images, modes, step_counts) -> list[dict]:
@@ -74,7 +81,7 @@ def figure(gen, seed: int, mode: str, steps: int, path: Path) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sample = make_cell_image(seed)
+    sample = held_out_image(seed)
     cell = max(sample.cells, key=lambda c: c.mask.sum())
     handle = np.array(cell.centroid)
     direction = np.array([32.0, 32.0]) - handle
@@ -119,7 +126,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     gen = nfd.load_generator("cells", device="cpu")
-    images = [make_cell_image(seed).image for seed in list(HELD_OUT_SEEDS)[: args.count]]
+    images = [held_out_image(seed).image for seed in list(HELD_OUT_SEEDS)[: args.count]]
     rows = measure(gen, images, args.modes, args.steps) if args.count else []
     print(markdown_table(rows))
     document = {
