@@ -317,3 +317,11 @@ def test_a_run_on_a_dataset_variant_is_measured_against_that_variant(tmp_path, c
     assert cli_main(["train-cells", "--out", str(tmp_path / "bad"), "--min-semi-minor", "9"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "min_semi_minor" in err[-1] and not (tmp_path / "bad" / "config.json").exists()
+
+    # A run on the original dataset fine-tuned on the variant is measured against it.
+    resume = ["--out", str(original), "--resume", str(original / "snapshot.pt")]
+    with pytest.raises(SystemExit):
+        cells_train.main([*resume, "--kimg", "0.008", "--change", "min_semi_minor=9"])
+    assert cells_state.trained_min_semi_minor([original_export]) == MIN_SEMI_MINOR
+    assert cells_train.main([*resume, "--kimg", "0.008", "--change", "min_semi_minor=5"]) == 0
+    assert cells_state.trained_min_semi_minor([original_export]) == 5.0

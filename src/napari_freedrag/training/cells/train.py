@@ -284,6 +284,7 @@ RESUMABLE_CHANGES = (
     "augment_translation",
     "ema_kimg",
     "ema_rampup",
+    "min_semi_minor",  # the dataset variant: fine-tune a run on wider narrow cells
 )
 
 
@@ -299,6 +300,11 @@ def parse_change(text: str) -> tuple[str, float]:
         number = float("nan")
     if not math.isfinite(number) or number < 0:
         raise InputError(f"--change {text!r}: the value must be a number >= 0")
+    if key == "min_semi_minor":
+        try:
+            check_min_semi_minor(number)
+        except ValueError as exc:
+            raise InputError(f"--change {text!r}: {exc}") from None
     return key, number
 
 
