@@ -102,8 +102,8 @@ def breakdown(images: np.ndarray) -> dict:
 
 def _line(name: str, row: dict) -> str:
     bins = " | ".join(
-        f"{b['area_px'][0]}-{b['area_px'][1] or ''} px: {b['regions']} "
-        f"(ecc {b['mean_eccentricity']:.2f})"
+        f"{b['area_px'][0]}-{b['area_px'][1] or ''} px: {b['regions']}"
+        + (f" (ecc {b['mean_eccentricity']:.2f})" if b["regions"] else "")
         for b in row["by_area"]
     )
     widths = " | ".join(
