@@ -32,9 +32,9 @@ from napari_freedrag.training.cells.state import trained_min_semi_minor
 HELD_OUT_SEEDS = range(9001, 9100)
 
 
-def held_out_image(seed: int):
+def held_out_image(seed: int, min_semi_minor: float):
     """A held-out image of the dataset variant the bundled weights were trained on."""
-    return make_cell_image(seed, min_semi_minor=trained_min_semi_minor([bundled_weights_path()]))
+    return make_cell_image(seed, min_semi_minor=min_semi_minor)
 
 
 def measure(gen, images, modes, step_counts) -> list[dict]:
@@ -74,14 +74,14 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def figure(gen, seed: int, mode: str, steps: int, path: Path) -> dict:
+def figure(gen, seed: int, mode: str, steps: int, path: Path, min_semi_minor: float) -> dict:
     """Source, reconstruction and a FreeDrag edit of the reconstruction, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sample = held_out_image(seed)
+    sample = held_out_image(seed, min_semi_minor)
     cell = max(sample.cells, key=lambda c: c.mask.sum())
     handle = np.array(cell.centroid)
     direction = np.array([32.0, 32.0]) - handle
@@ -126,7 +126,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     gen = nfd.load_generator("cells", device="cpu")
-    images = [held_out_image(seed).image for seed in list(HELD_OUT_SEEDS)[: args.count]]
+    variant = trained_min_semi_minor([bundled_weights_path()])  # read once, not per image
+    images = [held_out_image(seed, variant).image for seed in list(HELD_OUT_SEEDS)[: args.count]]
     rows = measure(gen, images, args.modes, args.steps) if args.count else []
     print(markdown_table(rows))
     document = {
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     }  # fmt: skip
     if args.figure:
         document["figure"] = figure(
-            gen, HELD_OUT_SEEDS[-1], args.figure_mode, args.figure_steps, args.figure
+            gen, HELD_OUT_SEEDS[-1], args.figure_mode, args.figure_steps, args.figure, variant
         )
         print(json.dumps(document["figure"]["projection"]["final_losses"]))
     if args.json:
