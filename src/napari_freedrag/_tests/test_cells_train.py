@@ -90,16 +90,19 @@ def test_a_resumed_run_can_change_its_regularisers_and_keeps_the_change(tmp_path
     before = cells_state.load_snapshot(snapshot, torch.device("cpu")).config
     resume = ["--out", str(tmp_path), "--kimg", "0.016", "--resume", str(snapshot)]
 
-    changes = ["pl_weight=0", "r1-gamma=2", "lr=0.0005"]
+    changes = ["pl_weight=0", "r1-gamma=2", "lr=0.0005", "d_lr_ratio=3"]
     assert cells_train.main([*resume, *(arg for c in changes for arg in ("--change", c))]) == 0
 
     assert "pl_weight: " in capsys.readouterr().out
     resumed = cells_state.load_snapshot(snapshot, torch.device("cpu"))
     after = resumed.config
     assert (after.pl_weight, after.r1_gamma, after.lr) == (0.0, 2.0, 0.0005)
-    assert asdict(after) == {**asdict(before), "pl_weight": 0.0, "r1_gamma": 2.0, "lr": 0.0005}
-    # The optimisers run at the new rate (D's with the lazy-R1 correction, 16 / 17).
-    assert resumed.opt_D.param_groups[0]["lr"] == pytest.approx(0.0005 * 16 / 17)
+    changed = {"pl_weight": 0.0, "r1_gamma": 2.0, "lr": 0.0005, "d_lr_ratio": 3.0}
+    assert asdict(after) == {**asdict(before), **changed}
+    # The optimisers run at the new rates: G at lr, D at 3 lr with the lazy-R1 correction
+    # (16 / 17); path length is off now, so G's rate has no correction.
+    assert resumed.opt_G.param_groups[0]["lr"] == pytest.approx(0.0005)
+    assert resumed.opt_D.param_groups[0]["lr"] == pytest.approx(3 * 0.0005 * 16 / 17)
     for bad in ("channel_base=64", "pl_weight", "pl_weight=-1", "pl_weight=nan", "lr=abc"):
         with pytest.raises(SystemExit) as exit_info:
             cells_train.main([*resume, "--change", bad])

@@ -31,6 +31,9 @@ class TrainConfig:
     # smallest batch at 64 px is 32.
     batch: int = 32
     lr: float = 0.002
+    # D's learning rate as a multiple of lr (1: StyleGAN2's single rate). A continued run
+    # whose D sits near chance can be given a faster D with --change d_lr_ratio=...
+    d_lr_ratio: float = 1.0
     # StyleGAN2-ADA's heuristic (0.0002 * res^2 / batch = 0.05 at 64 px, batch 16) let D
     # overpower G within 15 kimg here (real logits ~8, G collapsed to black).
     r1_gamma: float = 1.0
@@ -91,19 +94,26 @@ def _lazy_intervals(cfg: TrainConfig) -> dict[str, int]:
     return {"opt_G": cfg.pl_interval if cfg.pl_weight else 0, "opt_D": cfg.r1_interval}
 
 
-def _lazy_adam(params, cfg: TrainConfig, interval: int) -> torch.optim.Adam:
+def _base_rates(cfg: TrainConfig) -> dict[str, float]:
+    """Each optimiser's learning rate before the lazy-regulariser correction."""
+    return {"opt_G": cfg.lr, "opt_D": cfg.lr * cfg.d_lr_ratio}
+
+
+def _lazy_adam(params, lr: float, interval: int) -> torch.optim.Adam:
     ratio = _lazy_ratio(interval)
-    return torch.optim.Adam(params, lr=cfg.lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
 
 
-def set_learning_rate(state: TrainState, lr: float) -> None:
-    """Change both optimisers' learning rate from here on (a loaded snapshot's optimiser
-    state carries the old one), keeping the lazy-regulariser correction."""
+def apply_learning_rates(state: TrainState) -> None:
+    """Run both optimisers at the config's rates from here on (a loaded snapshot's
+    optimiser state carries the rates it was saved with), with the lazy-regulariser
+    correction of the config's intervals (a regulariser turned off drops it)."""
     cfg = state.config
-    cfg.lr = lr
+    rates = _base_rates(cfg)
     for name, interval in _lazy_intervals(cfg).items():
+        ratio = _lazy_ratio(interval)
         for group in getattr(state, name).param_groups:
-            group["lr"] = lr * _lazy_ratio(interval)
+            group["lr"], group["betas"] = rates[name] * ratio, (0.0, 0.99**ratio)
 
 
 def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
@@ -113,14 +123,14 @@ def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
     G = Generator(**cfg.generator_kwargs()).to(device).train()
     D = Discriminator(cfg.resolution, 3, cfg.channel_base, cfg.channel_max).to(device).train()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    intervals = _lazy_intervals(cfg)
+    intervals, rates = _lazy_intervals(cfg), _base_rates(cfg)
     return TrainState(
         config=cfg,
         G=G,
         D=D,
         G_ema=G_ema,
-        opt_G=_lazy_adam(G.parameters(), cfg, intervals["opt_G"]),
-        opt_D=_lazy_adam(D.parameters(), cfg, intervals["opt_D"]),
+        opt_G=_lazy_adam(G.parameters(), rates["opt_G"], intervals["opt_G"]),
+        opt_D=_lazy_adam(D.parameters(), rates["opt_D"], intervals["opt_D"]),
     )
 
 

@@ -35,12 +35,12 @@ from napari_freedrag.training.cells.quality import generate_images, tile
 from napari_freedrag.training.cells.state import (
     TrainConfig,
     TrainState,
+    apply_learning_rates,
     build_state,
     export_generator,
     grow_snapshot,
     load_snapshot,
     save_snapshot,
-    set_learning_rate,
     state_from_export,
 )
 
@@ -278,6 +278,7 @@ def _write_outputs(state: TrainState, out: Path, imsave) -> None:
 #: count; --grow-from widens the networks).
 RESUMABLE_CHANGES = (
     "lr",
+    "d_lr_ratio",
     "r1_gamma",
     "style_mixing",
     "pl_weight",
@@ -364,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         "pl_weight",
         "pl_interval",
         "lr",
+        "d_lr_ratio",
         "dataset_size",
         "seed",
         "min_semi_minor",
@@ -398,10 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resumed at iteration {state.iteration}, kimg {state.nimg / 1000:.2f}", flush=True)
         for key, value in changes:
             print(f"{key}: {getattr(state.config, key)} -> {value}", flush=True)
-            if key == "lr":
-                set_learning_rate(state, value)
-            else:
-                setattr(state.config, key, value)
+            setattr(state.config, key, value)
+        apply_learning_rates(state)
     else:
         cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(defaults) if hasattr(args, k)})
         if args.init_from is not None:
